@@ -113,7 +113,7 @@ class CallbackHandler:
     def __init__(self, callbacks: Iterable[TrainerCallback | type] = (), **objects: Any) -> None:
         self.callbacks: list[TrainerCallback] = []
         self.objects: dict[str, Any] = dict(objects)
-        self._listeners: dict[str, tuple[TrainerCallback, ...]] = {}
+        self._listeners: dict[str, tuple[TrainerCallback, ...]] = dict.fromkeys(EVENTS, ())
         for cb in callbacks:
             self.add_callback(cb)
 

@@ -1,0 +1,425 @@
+"""`TrainLoop`: epochs, accumulation windows, clipping, optimizer and scheduler steps,
+callback events and the log / evaluate / save triggers.
+
+The loop owns loss normalisation: each micro-batch's mean loss is weighted so that an
+accumulation window gives the same update as one large batch (see `LossNormalization`).
+The step function does forward and backward; the loop decides the weight and steps.
+Nothing here knows about `TrainingArguments`: every setting is a constructor parameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from toolkit.callbacks.base import CallbackHandler
+from toolkit.loops.steps import compute_loss, count_items
+from toolkit.state import TrainerControl, TrainerState
+from toolkit.strategies.base import SingleDeviceStrategy, Strategy
+from toolkit.types import LossNormalization
+
+__all__ = ["TrainLoop", "StepFn", "make_training_step", "NAN_INF_POLICIES"]
+
+logger = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Any, float], torch.Tensor]
+"""``step_fn(model, batch, loss_scale) -> detached scaled loss``: runs forward, multiplies
+the loss by ``loss_scale``, back-propagates, and returns the scaled loss detached."""
+
+NAN_INF_POLICIES = ("warn", "skip", "raise")
+
+
+def make_training_step(strategy: Strategy, loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> StepFn:
+    """Build the default step function for a strategy.
+
+    Args:
+        strategy: moves the batch, provides autocast and backward.
+        loss_fn: ``loss_fn(model, batch) -> loss``; defaults to the model's own loss
+            (`toolkit.loops.steps.compute_loss`).
+    """
+    loss_fn = loss_fn or compute_loss
+
+    def step(model: nn.Module, batch: Any, loss_scale: float) -> torch.Tensor:
+        model.train()
+        batch = strategy.batch_to_device(batch)
+        with strategy.autocast():
+            loss = loss_fn(model, batch)
+        if loss_scale != 1.0:
+            loss = loss * loss_scale
+        strategy.backward(loss)
+        return loss.detach()
+
+    return step
+
+
+def _windows(iterator: Iterator, size: int) -> Iterator[list]:
+    """Group an iterator into lists of ``size`` items (the last may be shorter)."""
+    while True:
+        window = []
+        for batch in iterator:
+            window.append(batch)
+            if len(window) == size:
+                break
+        if not window:
+            return
+        yield window
+        if len(window) < size:
+            return
+
+
+class LossTracker:
+    """Accumulates micro-batch losses on the device without a host sync per step.
+
+    Losses are written into a fixed device buffer; at log time (or when the buffer is
+    full) they fold into four running sums: finite sum, finite count, count and raw sum.
+    A logged loss can then leave non-finite values out and the number
+    of non-finite values is known, so they are reported instead of passing silently.
+
+    Args:
+        device: where the buffer lives.
+        capacity: micro-batches held before folding.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", capacity: int = 1024) -> None:
+        self.buffer = torch.zeros(capacity, device=device)
+        self.sums = torch.zeros(4, device=device, dtype=torch.float64 if str(device) != "mps" else torch.float32)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        """Record one micro-batch's (scaled, detached) loss."""
+        self.buffer[self.count] = loss
+        self.count += 1
+        if self.count == self.buffer.numel():
+            self._fold()
+
+    def _fold(self) -> None:
+        if self.count == 0:
+            return
+        values = self.buffer[: self.count].to(self.sums.dtype)
+        finite = torch.isfinite(values)
+        self.sums += torch.stack(
+            [torch.where(finite, values, 0).sum(), finite.sum(), values.new_tensor(self.count), values.sum()]
+        )
+        self.count = 0
+
+    def pop(self, strategy: Strategy | None = None) -> tuple[float, float, int]:
+        """Return ``(filtered_sum, raw_sum, n_nonfinite)`` since the last pop, and reset.
+
+        ``filtered_sum`` replaces each non-finite value by the mean of the finite ones
+        (so it is comparable to ``raw_sum`` when all are finite). With a strategy, the
+        sums are averaged across processes first (one collective, one host sync).
+        """
+        self._fold()
+        sums = self.sums if strategy is None else strategy.reduce(self.sums.clone(), "mean")
+        finite_sum, n_finite, n_total, raw_sum = sums.tolist()
+        self.sums.zero_()
+        filtered = finite_sum * n_total / n_finite if n_finite > 0 else float("nan")
+        world = strategy.world_size if strategy is not None else 1
+        return filtered, raw_sum, round((n_total - n_finite) * world)
+
+
+class TrainLoop:
+    """The training loop, usable with or without the `Trainer` facade.
+
+    Args:
+        model: the module the forward pass uses (already set up by the strategy).
+        optimizer: the optimizer.
+        train_dataloader: an iterable of batches (re-iterated each epoch).
+        step_fn: forward + backward for one micro-batch (see `StepFn`); defaults to
+            `make_training_step(strategy)`.
+        lr_scheduler: stepped after each optimizer step that was not skipped
+            (a ``ReduceLROnPlateau`` is stepped after evaluations instead).
+        strategy: device and collectives; defaults to `SingleDeviceStrategy`.
+        max_steps: number of optimizer steps to run.
+        num_epochs: upper bound of passes over the data (``None``: as many as needed).
+        gradient_accumulation_steps: micro-batches per optimizer step.
+        max_grad_norm: clip the gradient norm to this value (``None`` or 0: no clipping).
+        loss_normalization: ``"items"`` (default) or ``"micro_batch"`` (HF 4.34).
+        label_names: keys whose non -100 entries are the items a loss averages over.
+        callbacks: fires the `TrainerCallback` events; the loop obeys ``control``.
+        args: passed to callbacks as their ``args`` (a `TrainingArguments` or any object).
+        state: the `TrainerState` to advance (a new one by default).
+        control: the `TrainerControl` (a new one by default).
+        log_fn: called with ``{"loss", "learning_rate"}`` when ``control.should_log``.
+        evaluate_fn: called when ``control.should_evaluate``; returns metrics.
+        save_fn: called with the last metrics when ``control.should_save``.
+        plateau_metric: metric key a ``ReduceLROnPlateau`` scheduler steps on.
+        logging_nan_inf_filter: replace a non-finite micro-batch loss by the running mean
+            in the logged loss (the update is not changed; see ``nan_inf_policy``).
+        nan_inf_policy: ``"warn"`` (log it), ``"skip"`` (drop that update) or ``"raise"``.
+        steps_per_epoch: optimizer steps in one epoch (for ``state.epoch``), when known.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class Reg(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__(); self.lin = nn.Linear(2, 1)
+        ...     def forward(self, x, labels):
+        ...         return {"loss": nn.functional.mse_loss(self.lin(x).squeeze(-1), labels)}
+        >>> model = Reg()
+        >>> data = [{"x": torch.randn(4, 2), "labels": torch.randn(4)} for _ in range(8)]
+        >>> loop = TrainLoop(model, torch.optim.SGD(model.parameters(), lr=0.1), data, max_steps=4,
+        ...                  gradient_accumulation_steps=2)
+        >>> loop.run() > 0, loop.state.global_step
+        (True, 4)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_dataloader: Iterable,
+        *,
+        step_fn: StepFn | None = None,
+        lr_scheduler: Any | None = None,
+        strategy: Strategy | None = None,
+        max_steps: int,
+        num_epochs: int | None = None,
+        gradient_accumulation_steps: int = 1,
+        max_grad_norm: float | None = None,
+        loss_normalization: str | LossNormalization = LossNormalization.ITEMS,
+        label_names: Sequence[str] = ("labels",),
+        callbacks: CallbackHandler | None = None,
+        args: Any = None,
+        state: TrainerState | None = None,
+        control: TrainerControl | None = None,
+        log_fn: Callable[[dict[str, float]], None] | None = None,
+        evaluate_fn: Callable[[], dict[str, float] | None] | None = None,
+        save_fn: Callable[[dict[str, float] | None], None] | None = None,
+        plateau_metric: str = "eval_loss",
+        logging_nan_inf_filter: bool = True,
+        nan_inf_policy: str = "warn",
+        steps_per_epoch: int | None = None,
+    ) -> None:
+        if max_steps <= 0:
+            raise ValueError(f"max_steps={max_steps} must be a positive number of optimizer steps")
+        if gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be >= 1")
+        if nan_inf_policy not in NAN_INF_POLICIES:
+            raise ValueError(f"nan_inf_policy={nan_inf_policy!r} is not valid; accepted: {NAN_INF_POLICIES}")
+        self.model = model
+        self.optimizer = optimizer
+        self.train_dataloader = train_dataloader
+        self.strategy = strategy or SingleDeviceStrategy()
+        self.step_fn = step_fn or make_training_step(self.strategy)
+        self.lr_scheduler = lr_scheduler
+        self.max_steps = int(max_steps)
+        self.num_epochs = num_epochs
+        self.gradient_accumulation_steps = int(gradient_accumulation_steps)
+        self.max_grad_norm = max_grad_norm
+        self.loss_normalization = LossNormalization(loss_normalization)
+        self.label_names = tuple(label_names)
+        self.callbacks = callbacks or CallbackHandler()
+        self.args = args
+        self.state = state or TrainerState()
+        self.control = control or TrainerControl()
+        self.log_fn = log_fn
+        self.evaluate_fn = evaluate_fn
+        self.save_fn = save_fn
+        self.plateau_metric = plateau_metric
+        self.logging_nan_inf_filter = logging_nan_inf_filter
+        self.nan_inf_policy = nan_inf_policy
+        self.steps_per_epoch = steps_per_epoch
+        self.is_plateau = isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        # progress within the current epoch, in micro-batches (the data position)
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.total_loss = 0.0
+        self._last_logged_step = 0
+
+    # --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Loop progress: the epoch and the micro-batches consumed in it."""
+        return {
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore progress saved by `state_dict`."""
+        self.epoch = int(state["epoch"])
+        self.batches_in_epoch = int(state["batches_in_epoch"])
+
+    # --------------------------------------------------------------------------------
+    def _loss_scales(self, window: list) -> list[float]:
+        n = len(window)
+        if n == 1 and self.strategy.world_size == 1:
+            return [1.0]
+        if self.loss_normalization is LossNormalization.MICRO_BATCH:
+            return [1.0 / self.gradient_accumulation_steps] * n
+        counts = [count_items(b, self.label_names) for b in window]
+        local_total = sum(counts)
+        total = local_total
+        world = self.strategy.world_size
+        if world > 1:
+            total = int(self.strategy.reduce(torch.tensor(float(local_total)), "sum").item())
+        if total == 0:
+            return [1.0 / n] * n
+        # Gradients are averaged over ranks by the strategy, hence the factor `world`.
+        return [c * world / total for c in counts]
+
+    def _current_lr(self) -> float:
+        if self.lr_scheduler is not None and not self.is_plateau:
+            return float(self.lr_scheduler.get_last_lr()[0])
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _log(self) -> None:
+        steps = self.state.global_step - self._last_logged_step
+        filtered, raw, n_bad = self.losses.pop(self.strategy)
+        value = filtered if self.logging_nan_inf_filter else raw
+        if n_bad:
+            logger.warning(
+                "The training loss was NaN or inf in %d micro-batch(es) between steps %d and %d%s.",
+                n_bad,
+                self._last_logged_step + 1,
+                self.state.global_step,
+                " (left out of the logged loss)" if self.logging_nan_inf_filter else "",
+            )
+        self.total_loss += value
+        self._last_logged_step = self.state.global_step
+        logs = {"loss": round(value / max(steps, 1), 4), "learning_rate": self._current_lr()}
+        if self.log_fn is not None:
+            self.log_fn(logs)
+
+    def _log_evaluate_save(self) -> None:
+        control = self.control
+        if control.should_log and self.state.global_step > self._last_logged_step:
+            self._log()
+        control.should_log = False
+        metrics = None
+        if control.should_evaluate:
+            metrics = self.evaluate_fn() if self.evaluate_fn is not None else None
+            if self.is_plateau and metrics:
+                if self.plateau_metric not in metrics:
+                    raise KeyError(
+                        f"metric {self.plateau_metric!r} for the ReduceLROnPlateau scheduler is not among "
+                        f"the evaluation metrics {sorted(metrics)}"
+                    )
+                self.lr_scheduler.step(metrics[self.plateau_metric])
+            control.should_evaluate = False
+        if control.should_save:
+            if self.save_fn is not None:
+                self.save_fn(metrics)
+            self.control = self.callbacks.on_save(self.args, self.state, control)
+
+    def _check_nonfinite(self, tr_loss_window: torch.Tensor) -> bool:
+        """For the 'skip' and 'raise' policies: True when the window's loss is finite."""
+        if bool(torch.isfinite(tr_loss_window)):
+            return True
+        if self.nan_inf_policy == "raise":
+            raise FloatingPointError(
+                f"The training loss is {tr_loss_window.item()} at step {self.state.global_step + 1} "
+                "(nan_inf_policy='raise')."
+            )
+        logger.warning(
+            "Skipping the update of step %d: the training loss is %s (nan_inf_policy='skip').",
+            self.state.global_step + 1,
+            tr_loss_window.item(),
+        )
+        return False
+
+    # --------------------------------------------------------------------------------
+    def run(self) -> float:
+        """Train until ``max_steps`` optimizer steps or a callback stops it.
+
+        Returns:
+            The mean training loss per optimizer step over the steps run by this call.
+        """
+        state, cb, args = self.state, self.callbacks, self.args
+        state.max_steps = self.max_steps
+        start_step = state.global_step
+        strategy, model, optimizer, scheduler = self.strategy, self.model, self.optimizer, self.lr_scheduler
+        ga = self.gradient_accumulation_steps
+        self.losses = LossTracker(strategy.device)
+        self.total_loss = 0.0
+        self._last_logged_step = state.global_step
+        check_each_step = self.nan_inf_policy != "warn"
+        clip = self.max_grad_norm is not None and self.max_grad_norm > 0
+        step_scheduler = scheduler is not None and not self.is_plateau
+
+        try:
+            batches_per_epoch = len(self.train_dataloader)  # type: ignore[arg-type]
+        except TypeError:
+            batches_per_epoch = None
+        steps_per_epoch = self.steps_per_epoch or (
+            math.ceil(batches_per_epoch / ga) if batches_per_epoch else self.max_steps
+        )
+        num_epochs = self.num_epochs if self.num_epochs is not None else math.ceil(self.max_steps / steps_per_epoch)
+
+        self.control = cb.on_train_begin(args, state, self.control)
+        while self.epoch < num_epochs and state.global_step < self.max_steps and not self.control.should_training_stop:
+            sampler = getattr(self.train_dataloader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.epoch)
+            self.control = cb.on_epoch_begin(args, state, self.control)
+            iterator = iter(self.train_dataloader)
+            epoch_step = self.batches_in_epoch // ga
+            ran_any = False
+            for window in _windows(iterator, ga):
+                ran_any = True
+                scales = self._loss_scales(window)
+                last = len(window) - 1
+                window_loss = [] if check_each_step else None
+                for i, batch in enumerate(window):
+                    if i == 0:
+                        self.control = cb.on_step_begin(args, state, self.control)
+                    ctx = strategy.no_backward_sync(model) if i < last else contextlib.nullcontext()
+                    with ctx:
+                        loss = self.step_fn(model, batch, scales[i])
+                    if loss.dim():
+                        loss = loss.mean()
+                    self.losses.add(loss)
+                    if check_each_step:
+                        window_loss.append(loss)
+                    if i < last:
+                        self.control = cb.on_substep_end(args, state, self.control)
+                self.batches_in_epoch += len(window)
+                apply_update = True
+                if check_each_step:
+                    apply_update = self._check_nonfinite(torch.stack(window_loss).sum())
+                if apply_update:
+                    if clip:
+                        strategy.clip_grad_norm(model, optimizer, self.max_grad_norm)
+                    stepped = strategy.optimizer_step(optimizer)
+                    if stepped and step_scheduler:
+                        scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                epoch_step += 1
+                state.epoch = self.epoch + epoch_step / steps_per_epoch
+                self.control = cb.on_step_end(args, state, self.control)
+                if state.global_step >= self.max_steps:
+                    self.control.should_training_stop = True
+                ctl = self.control
+                if ctl.should_log or ctl.should_evaluate or ctl.should_save:
+                    self._log_evaluate_save()
+                if self.control.should_epoch_stop or self.control.should_training_stop:
+                    break
+            if not ran_any:
+                logger.warning(
+                    "The training dataloader yielded no batch in epoch %d; stopping at step %d of %d.",
+                    self.epoch, state.global_step, self.max_steps,
+                )
+                self.control.should_training_stop = True
+            epoch_finished = not ran_any or not (
+                self.control.should_training_stop and batches_per_epoch and self.batches_in_epoch < batches_per_epoch
+            )
+            self.control = cb.on_epoch_end(args, state, self.control)
+            ctl = self.control
+            if ctl.should_log or ctl.should_evaluate or ctl.should_save:
+                self._log_evaluate_save()
+            if epoch_finished:
+                self.epoch += 1
+                self.batches_in_epoch = 0
+        # what was not logged yet still counts towards the run's mean loss
+        filtered, raw, _ = self.losses.pop(strategy)
+        self.total_loss += filtered if self.logging_nan_inf_filter else raw
+        steps = max(state.global_step - start_step, 1)
+        return self.total_loss / steps
