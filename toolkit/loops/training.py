@@ -233,6 +233,9 @@ class TrainLoop:
         self.batches_in_epoch = 0
         self.total_loss = 0.0
         self._last_logged_step = 0
+        self._stop_requested = False
+        self._stop_with_save = False
+        self._pending_rng: dict[str, Any] | None = None
 
     # --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -246,6 +249,61 @@ class TrainLoop:
         """Restore progress saved by `state_dict`."""
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
+
+    def resume(self, progress: dict[str, Any], rng_state: dict[str, Any] | None = None, skip_data: bool = True) -> None:
+        """Continue a saved run: restore the data position and, at the matching moment
+        of `run`, the random-number generators.
+
+        Args:
+            progress: what `state_dict` returned when the checkpoint was saved.
+            rng_state: what `toolkit.utils.seed.get_rng_state` returned then.
+            skip_data: start the epoch where it stopped (False: from its first batch,
+                as ``ignore_data_skip`` asks).
+        """
+        if progress:
+            self.load_state_dict(progress)
+        if not skip_data:
+            self.batches_in_epoch = 0
+        self._pending_rng = rng_state
+
+    def request_stop(self, save: bool = True) -> None:
+        """Ask the loop to stop after the current optimizer step (and save first when
+        ``save``). Safe to call from a signal handler: it only sets flags."""
+        self._stop_with_save = self._stop_with_save or save
+        self._stop_requested = True
+
+    def _restore_rng(self) -> None:
+        if self._pending_rng is not None:
+            from toolkit.utils.seed import set_rng_state
+
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
+
+    def _start_epoch(self, batches_per_epoch: int | None) -> Iterator:
+        """Position the sampler for this epoch (O(1) mid-epoch resume) and open the iterator."""
+        if batches_per_epoch is not None and self.batches_in_epoch >= batches_per_epoch:
+            self.epoch += 1  # the checkpoint was taken at the very end of an epoch
+            self.batches_in_epoch = 0
+        loader = self.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        skip = self.batches_in_epoch
+        if skip and hasattr(sampler, "load_state_dict") and hasattr(sampler, "seed"):
+            batch_size = getattr(loader, "batch_size", None) or 1
+            sampler.load_state_dict({"epoch": self.epoch, "seed": sampler.seed, "position": skip * batch_size})
+            skip = 0
+        if self.batches_in_epoch == 0:
+            self._restore_rng()  # saved between epochs: the iterator draws from the restored state
+        iterator = iter(loader)
+        self._restore_rng()  # saved mid-epoch: the iterator of that epoch already existed
+        if skip:
+            logger.warning(
+                "The training sampler cannot resume mid-epoch; skipping %d batches by iterating over them.", skip
+            )
+            for _ in range(skip):
+                next(iterator, None)
+        return iterator
 
     # --------------------------------------------------------------------------------
     def _loss_scales(self, window: list) -> list[float]:
@@ -355,11 +413,10 @@ class TrainLoop:
 
         self.control = cb.on_train_begin(args, state, self.control)
         while self.epoch < num_epochs and state.global_step < self.max_steps and not self.control.should_training_stop:
-            sampler = getattr(self.train_dataloader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(self.epoch)
+            iterator = self._start_epoch(batches_per_epoch)
+            if self.epoch >= num_epochs:
+                break
             self.control = cb.on_epoch_begin(args, state, self.control)
-            iterator = iter(self.train_dataloader)
             epoch_step = self.batches_in_epoch // ga
             ran_any = False
             for window in _windows(iterator, ga):
@@ -397,6 +454,9 @@ class TrainLoop:
                 self.control = cb.on_step_end(args, state, self.control)
                 if state.global_step >= self.max_steps:
                     self.control.should_training_stop = True
+                if self._stop_requested:
+                    self.control.should_training_stop = True
+                    self.control.should_save = self.control.should_save or self._stop_with_save
                 ctl = self.control
                 if ctl.should_log or ctl.should_evaluate or ctl.should_save:
                     self._log_evaluate_save()

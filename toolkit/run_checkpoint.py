@@ -1,0 +1,256 @@
+"""Checkpoints of a `Trainer` run: what goes into a ``checkpoint-<step>`` folder, how a run
+resumes from one, the best-model bookkeeping and the preemption (SIGTERM) save.
+
+This is facade-level glue: it reads the trainer's parts and hands bytes to a
+`CheckpointManager`; the storage work (atomic commit, manifest, rotation) lives in
+`toolkit.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from toolkit.checkpoint import CheckpointManager, FsspecCheckpointIO, get_last_checkpoint
+from toolkit.checkpoint.serialization import save_json, save_object, save_tensors
+from toolkit.state import TrainerState
+from toolkit.utils.seed import get_rng_state
+
+if TYPE_CHECKING:
+    from toolkit.loops.training import TrainLoop
+    from toolkit.trainer import Trainer
+
+__all__ = ["RunCheckpointer", "WEIGHTS_NAME", "SAFE_WEIGHTS_NAME"]
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "pytorch_model.bin"
+SAFE_WEIGHTS_NAME = "model.safetensors"
+TRAINING_ARGS_NAME = "training_args.json"
+PREEMPTION_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
+
+
+class RunCheckpointer:
+    """Saves and restores everything a run needs to continue exactly.
+
+    Args:
+        trainer: the trainer whose parts are saved (model, optimizer, scheduler,
+            precision, callbacks, state, arguments).
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        args = trainer.args
+        self.manager = CheckpointManager(
+            args.output_dir, io=FsspecCheckpointIO(), save_total_limit=args.save_total_limit or None
+        )
+        self.preempted = False
+
+    # ----------------------------------------------------------------- saving
+    def _model_state(self) -> dict[str, torch.Tensor]:
+        t = self.trainer
+        return {k: v.detach() for k, v in t.strategy.model_state_dict(t.model_wrapped).items()}
+
+    def _weights_entry(self) -> tuple[str, Any]:
+        state = self._model_state()
+        return (SAFE_WEIGHTS_NAME, state) if self.trainer.args.save_safetensors else (WEIGHTS_NAME, state)
+
+    def _stateful_callbacks(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cb in self.trainer.callback_handler.callbacks:
+            if callable(getattr(cb, "state_dict", None)):
+                out[type(cb).__name__] = cb.state_dict()
+        return out
+
+    def _update_best(self, metrics: dict[str, float] | None, path: str) -> None:
+        args, state = self.trainer.args, self.trainer.state
+        if not metrics or args.metric_for_best_model is None:
+            return
+        name = args.metric_for_best_model
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            logger.warning(
+                "metric_for_best_model=%r: %r is not among the evaluation metrics %s; the best checkpoint is "
+                "not updated.", name, key, sorted(metrics),
+            )
+            return
+        value = float(metrics[key])
+        if state.best_metric is None or (
+            value > state.best_metric if args.greater_is_better else value < state.best_metric
+        ):
+            state.best_metric = value
+            state.best_model_checkpoint = path
+
+    def save_checkpoint(self, metrics: dict[str, float] | None) -> str | None:
+        """Save ``checkpoint-<global_step>`` (weights, optimizer, scheduler, scaler, RNG,
+        trainer state, loop position, arguments), update the best, rotate old ones."""
+        t = self.trainer
+        step = t.state.global_step
+        path = self.manager.path_for(step)
+        self._update_best(metrics, path)
+        t.store_flos()
+        t.state.stateful_callbacks = self._stateful_callbacks()
+        if not t.args.should_save:
+            return None
+        files: dict[str, Any] = dict([self._weights_entry()])
+        if not t.args.save_only_model:
+            files["optimizer.pt"] = t.strategy.optimizer_state_dict(t.optimizer)
+            if t.lr_scheduler is not None:
+                files["scheduler.pt"] = t.lr_scheduler.state_dict()
+            scaler = t.precision.state_dict()
+            if scaler:
+                files["scaler.pt"] = scaler
+            files["rng_state.pth"] = get_rng_state()
+            files["loop_state.json"] = self._loop_state()
+        files["trainer_state.json"] = _state_dict(t.state)
+        files[TRAINING_ARGS_NAME] = t.args.to_dict()
+        if self.manager.io.exists(path):
+            logger.info("Checkpoint %s already saved at this step; keeping it.", path)
+            return path
+        self.manager.save(step, files)
+        self.manager.rotate(best=t.state.best_model_checkpoint)
+        return path
+
+    def _loop_state(self) -> dict[str, Any]:
+        loop = getattr(self.trainer, "_loop", None)
+        return {} if loop is None else loop.state_dict()
+
+    def save_model(self, output_dir: str) -> None:
+        """Save the weights, the tokenizer (when it can save itself) and the arguments."""
+        t = self.trainer
+        if not t.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = t.strategy.unwrap(t.model_wrapped)
+        state = self._model_state()
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(output_dir, state_dict=state, safe_serialization=t.args.save_safetensors)
+        elif t.args.save_safetensors:
+            save_tensors(state, os.path.join(output_dir, SAFE_WEIGHTS_NAME))
+        else:
+            save_object(state, os.path.join(output_dir, WEIGHTS_NAME))
+        if t.tokenizer is not None and hasattr(t.tokenizer, "save_pretrained"):
+            t.tokenizer.save_pretrained(output_dir)
+        save_json(t.args.to_dict(), os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    # ----------------------------------------------------------------- resuming
+    def resolve_resume(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        """The checkpoint folder to resume from, checked before training starts.
+
+        Raises:
+            ValueError: ``True`` but no valid checkpoint in ``output_dir``, or a path that
+                is not a valid checkpoint.
+        """
+        if resume_from_checkpoint is None or resume_from_checkpoint is False:
+            return None
+        if resume_from_checkpoint is True:
+            for path in reversed(self.manager.list_checkpoints()):
+                if self.manager.is_valid(path):
+                    return path
+            last = get_last_checkpoint(self.trainer.args.output_dir)
+            if last is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True: no valid checkpoint found in output_dir "
+                    f"{self.trainer.args.output_dir!r}"
+                )
+            raise ValueError(f"resume_from_checkpoint=True: the newest checkpoint {last!r} is not valid")
+        path = os.fspath(resume_from_checkpoint)
+        if not self.manager.io.exists(path):
+            raise ValueError(
+                f"resume_from_checkpoint={path!r} is not a valid checkpoint folder (missing, or written "
+                "without a commit manifest)"
+            )
+        if not self.manager.is_valid(path):
+            raise ValueError(f"resume_from_checkpoint={path!r} is damaged (see the warning above)")
+        return path
+
+    def load_for_resume(self, path: str, loop: TrainLoop) -> None:
+        """Restore the run saved at ``path`` into the trainer's parts and ``loop``."""
+        t = self.trainer
+        files = self.manager.io.load(path, map_location="cpu")
+        weights = files.get(SAFE_WEIGHTS_NAME, files.get(WEIGHTS_NAME))
+        if weights is None:
+            raise ValueError(f"resume_from_checkpoint={path!r} holds no model weights")
+        _load_weights(t, weights, path)
+        if "optimizer.pt" not in files:
+            raise ValueError(f"resume_from_checkpoint={path!r} holds no optimizer state (saved with save_only_model)")
+        t.strategy.load_optimizer_state_dict(t.optimizer, files["optimizer.pt"])
+        if "scheduler.pt" in files and t.lr_scheduler is not None:
+            t.lr_scheduler.load_state_dict(files["scheduler.pt"])
+        if "scaler.pt" in files:
+            t.precision.load_state_dict(files["scaler.pt"])
+        saved = TrainerState(**{k: v for k, v in files["trainer_state.json"].items() if k in TrainerState.__dataclass_fields__})
+        state = t.state
+        for name in ("global_step", "epoch", "log_history", "best_metric", "best_model_checkpoint", "total_flos",
+                     "stateful_callbacks", "trial_name", "trial_params"):
+            setattr(state, name, getattr(saved, name))
+        for cb in t.callback_handler.callbacks:
+            saved_cb = state.stateful_callbacks.get(type(cb).__name__)
+            if saved_cb is not None and callable(getattr(cb, "load_state_dict", None)):
+                cb.load_state_dict(saved_cb)
+        loop.resume(files.get("loop_state.json") or {}, rng_state=files.get("rng_state.pth"),
+                    skip_data=not t.args.ignore_data_skip)
+        logger.info("Resuming from %s at step %d", path, state.global_step)
+
+    def load_best_model(self) -> None:
+        """Load the weights of ``state.best_model_checkpoint`` (``load_best_model_at_end``)."""
+        t = self.trainer
+        best = t.state.best_model_checkpoint
+        if best is None:
+            logger.warning("load_best_model_at_end: no best checkpoint was recorded; keeping the last weights.")
+            return
+        files = self.manager.io.load(best, map_location="cpu")
+        weights = files.get(SAFE_WEIGHTS_NAME, files.get(WEIGHTS_NAME))
+        _load_weights(t, weights, best)
+        logger.info("Loaded the best model from %s (score %s).", best, t.state.best_metric)
+
+    def finish(self) -> None:
+        """End of training: rotate once more, and exit after a preemption save."""
+        if self.trainer.args.should_save:
+            self.manager.rotate(best=self.trainer.state.best_model_checkpoint)
+        if self.preempted:
+            logger.warning(
+                "Training stopped on a termination signal at step %d; a checkpoint was saved. Resume with "
+                "train(resume_from_checkpoint=True).", self.trainer.state.global_step,
+            )
+            raise SystemExit(PREEMPTION_EXIT_CODE)
+
+    # ----------------------------------------------------------------- preemption
+    @contextlib.contextmanager
+    def preemption_guard(self, loop: TrainLoop) -> Iterator[None]:
+        """While training, SIGTERM (and SIGUSR1) ask the loop to save and stop at the next
+        step boundary. The handler only sets a flag."""
+        if not self.trainer.args.preemption_checkpoint or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            self.preempted = True
+            loop.request_stop(save=True)
+
+        signals = [signal.SIGTERM] + ([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])
+        previous = {s: signal.signal(s, handler) for s in signals}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _state_dict(state: TrainerState) -> dict[str, Any]:
+    return dataclasses.asdict(state)
+
+
+def _load_weights(trainer: Trainer, weights: dict[str, torch.Tensor], path: str) -> None:
+    try:
+        trainer.strategy.load_model_state_dict(trainer.model_wrapped, weights, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"The checkpoint {path!r} does not fit this model: {exc}") from exc
