@@ -1,0 +1,310 @@
+"""`AsyncCheckpointIO`: save checkpoints in a background thread.
+
+`AsyncCheckpointIO.save` copies the state on the calling thread (tensors to CPU, nested
+containers rebuilt), so training may change its tensors as soon as ``save`` returns, and
+then hands the copy to one worker thread that calls the wrapped `CheckpointIO`. At most
+``max_pending`` saves are in flight; one more blocks the caller until a slot frees up.
+
+A failure in the background is not lost: it is raised by the next call to `save`,
+`wait` or `close` (once). Every other method (`load`, `exists`, `remove`, `list`,
+`verify`, `is_partial`) first waits for the pending saves, so it sees what was saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from toolkit.checkpoint.io import CheckpointIO
+from toolkit.checkpoint.serialization import MapLocation
+
+__all__ = ["AsyncCheckpointIO", "snapshot"]
+
+logger = logging.getLogger(__name__)
+
+_IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), torch.device, torch.dtype)
+
+
+def _storage_key(t: torch.Tensor) -> tuple[Any, int] | None:
+    if t.device.type == "meta" or t.numel() == 0:
+        return None
+    return (t.device, t.untyped_storage().data_ptr())
+
+
+def _count_storages(obj: Any, counts: dict[tuple[Any, int], set[int]], seen: set[int]) -> None:
+    if isinstance(obj, torch.Tensor):
+        key = _storage_key(obj)
+        if key is not None:
+            counts.setdefault(key, set()).add(id(obj))
+    elif isinstance(obj, (Mapping, list, tuple, set, frozenset)):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        for item in obj.values() if isinstance(obj, Mapping) else obj:
+            _count_storages(item, counts, seen)
+
+
+class _Copier:
+    """Copies a nested state, keeping tensors that share memory sharing it in the copy."""
+
+    def __init__(self, shared: set[tuple[Any, int]]) -> None:
+        self.shared = shared
+        self.storages: dict[tuple[Any, int], torch.UntypedStorage] = {}
+        self.memo: dict[int, Any] = {}
+
+    def tensor(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        key = _storage_key(t)
+        if key is None or key not in self.shared:
+            return t.to("cpu", copy=True)
+        storage = self.storages.get(key)
+        if storage is None:
+            storage = t.untyped_storage().cpu() if t.device.type != "cpu" else t.untyped_storage().clone()
+            self.storages[key] = storage
+        return torch.empty(0, dtype=t.dtype).set_(storage, t.storage_offset(), t.size(), t.stride())
+
+    def __call__(self, obj: Any) -> Any:
+        if isinstance(obj, _IMMUTABLE):
+            return obj
+        if id(obj) in self.memo:
+            return self.memo[id(obj)]
+        if isinstance(obj, torch.Tensor):
+            out: Any = self.tensor(obj)
+        elif isinstance(obj, (bytearray, memoryview)):
+            out = bytes(obj)
+        elif isinstance(obj, Mapping):
+            items = [(k, self(v)) for k, v in obj.items()]
+            try:
+                out = type(obj)(items)
+            except Exception:
+                out = dict(items)
+        elif isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuple
+            out = type(obj)(*(self(v) for v in obj))
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            values = [self(v) for v in obj]
+            out = values if type(obj) is list else type(obj)(values)
+        else:
+            out = copy.deepcopy(obj)
+        self.memo[id(obj)] = out
+        return out
+
+
+def snapshot(state: Any) -> Any:
+    """Return a copy of ``state`` that later changes to the original cannot reach.
+
+    Tensors are copied to CPU (tensors that share memory, such as tied weights, keep
+    sharing it in the copy); dicts, lists, tuples and sets are rebuilt; ``bytes`` and
+    other immutable leaves are kept; anything else is ``copy.deepcopy``-ed.
+
+    Args:
+        state: A nested structure of containers, tensors and plain values.
+
+    Returns:
+        The independent copy.
+    """
+    counts: dict[tuple[Any, int], set[int]] = {}
+    _count_storages(state, counts, set())
+    return _Copier({key for key, ids in counts.items() if len(ids) > 1})(state)
+
+
+class AsyncCheckpointIO(CheckpointIO):
+    """Wraps any `CheckpointIO` so that `save` returns as soon as the state is copied.
+
+    Args:
+        inner: The `CheckpointIO` that does the writing, on one worker thread.
+        max_pending: How many saves may be queued or running at once; a further
+            `save` blocks until one finishes. At least 1.
+
+    Raises:
+        ValueError: ``max_pending`` is below 1.
+
+    Example:
+        >>> from toolkit.checkpoint import FsspecCheckpointIO
+        >>> with AsyncCheckpointIO(FsspecCheckpointIO()) as io:
+        ...     io.save({"meta.json": {"step": 1}}, "memory://async-doc/checkpoint-1")
+        ...     io.wait()
+        >>> FsspecCheckpointIO().exists("memory://async-doc/checkpoint-1")
+        True
+        >>> FsspecCheckpointIO().remove("memory://async-doc")
+    """
+
+    def __init__(self, inner: CheckpointIO, max_pending: int = 1) -> None:
+        if not isinstance(inner, CheckpointIO):
+            raise TypeError(f"inner must be a CheckpointIO, got {type(inner).__name__}")
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending must be an int >= 1, got {max_pending!r}")
+        self.inner = inner
+        self.max_pending = max_pending
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._lock = threading.Lock()
+        self._pending: list[Future[None]] = []
+        self._error: BaseException | None = None
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="toolkit-checkpoint"
+        )
+
+    # ------------------------------------------------------------------ background
+
+    def _raise_error(self) -> None:
+        with self._lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self, state: dict[str, Any], path: str) -> None:
+        """Worker body: the failure is recorded before the future completes."""
+        try:
+            self.inner.save(state, path)
+        except BaseException as error:
+            logger.error("background checkpoint save to %s failed: %s", path, error)
+            with self._lock:
+                if self._error is None:  # keep the first failure; later ones are only logged
+                    self._error = error
+        finally:
+            self._slots.release()
+
+    # ------------------------------------------------------------------ interface
+
+    def save(self, state: dict[str, Any], path: str) -> None:
+        """Copy ``state`` now and write it to ``path`` in the background.
+
+        Args:
+            state: File name to content, as for the wrapped `CheckpointIO`.
+            path: Destination folder.
+
+        Raises:
+            RuntimeError: This object was closed.
+            Exception: The failure of an earlier background save (this save is then
+                not started).
+        """
+        if self._executor is None:
+            raise RuntimeError("AsyncCheckpointIO is closed")
+        self._raise_error()
+        self._slots.acquire()
+        try:
+            self._raise_error()
+            frozen = snapshot(state)
+            future = self._executor.submit(self._run, frozen, path)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(future)
+
+    def wait(self) -> None:
+        """Block until every pending save has finished.
+
+        Raises:
+            Exception: The first failure of a background save since the last report.
+        """
+        with self._lock:
+            pending = list(self._pending)
+        futures_wait(pending)
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done()]
+        self._raise_error()
+
+    def close(self) -> None:
+        """Wait for pending saves, then stop the worker; calling it again does nothing.
+
+        Raises:
+            Exception: The first unreported failure of a background save.
+        """
+        if self._executor is None:
+            return
+        try:
+            self.wait()
+        finally:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    @property
+    def pending(self) -> int:
+        """Number of saves queued or running."""
+        with self._lock:
+            return sum(1 for f in self._pending if not f.done())
+
+    def __enter__(self) -> AsyncCheckpointIO:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # do not hide the exception already on its way out
+            self.close()
+        except Exception as error:
+            logger.error("background checkpoint save failed during an error exit: %s", error)
+
+    def load(self, path: str, map_location: MapLocation = None, **kwargs: Any) -> dict[str, Any]:
+        """Wait for pending saves, then load through the wrapped IO.
+
+        Args:
+            path: The checkpoint folder.
+            map_location: Device for loaded tensors.
+            **kwargs: Passed on (for example ``verify`` or ``names``).
+
+        Returns:
+            File name to content.
+        """
+        self.wait()
+        return self.inner.load(path, map_location, **kwargs)
+
+    def exists(self, path: str) -> bool:
+        """Wait for pending saves, then ask the wrapped IO.
+
+        Args:
+            path: The checkpoint folder.
+        """
+        self.wait()
+        return self.inner.exists(path)
+
+    def remove(self, path: str) -> None:
+        """Wait for pending saves, then remove through the wrapped IO.
+
+        Args:
+            path: The folder to delete.
+        """
+        self.wait()
+        self.inner.remove(path)
+
+    def list(self, path: str) -> list[str]:
+        """Wait for pending saves, then list through the wrapped IO.
+
+        Args:
+            path: A folder.
+        """
+        self.wait()
+        return self.inner.list(path)
+
+    def verify(self, path: str) -> None:
+        """Wait for pending saves, then verify through the wrapped IO.
+
+        Args:
+            path: The checkpoint folder.
+        """
+        self.wait()
+        self.inner.verify(path)
+
+    def is_partial(self, path: str) -> bool:
+        """Wait for pending saves, then ask the wrapped IO.
+
+        Args:
+            path: A folder.
+        """
+        self.wait()
+        return self.inner.is_partial(path)
