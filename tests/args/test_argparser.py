@@ -3,7 +3,6 @@
 import argparse
 import enum
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,13 +366,6 @@ def test_training_arguments_round_trip():
     assert args.remove_unused_columns is False
     assert args.evaluation_strategy == "steps"
     assert args.eval_steps == 5
-
-
-def test_docs_example_runs():
-    text = DOCS_PAGE.read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "docs/argparser.md needs a ```python example"
-    exec(compile(blocks[0], str(DOCS_PAGE), "exec"), {"__name__": "docs_example"})
 
 
 def test_abbreviation_not_ambiguous_with_own_dash_alias():

@@ -989,12 +989,3 @@ def test_env_bad_values_are_clear_errors():
 
 
 # ----------------------------------------------------------------------------- docs
-
-
-def test_docs_example_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = (REPO / "docs" / "arguments.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "docs/arguments.md needs a ```python example"
-    exec(compile(blocks[0], "docs/arguments.md", "exec"), {"__name__": "docs_example"})
-    assert list(tmp_path.iterdir()) == []  # the example creates nothing on disk

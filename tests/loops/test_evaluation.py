@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -367,11 +364,3 @@ def test_denumpify_detensorize() -> None:
     )
     assert out == {"a": 0.25, "b": 2.0, "c": [1, (3.5,)], "d": "x"}
     assert type(out["a"]) is float and type(out["c"][0]) is int
-
-
-def test_docs_example_runs() -> None:
-    doc = Path(__file__).resolve().parents[2] / "docs" / "evaluation.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
-    assert blocks, "docs/evaluation.md has a python example"
-    for code in blocks:
-        exec(compile(code, str(doc), "exec"), {"__name__": "docs_example"})
