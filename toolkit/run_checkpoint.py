@@ -95,6 +95,15 @@ class RunCheckpointer:
         t = self.trainer
         step = t.state.global_step
         path = self.manager.path_for(step)
+        io = self.manager.io
+        if io.list(path) and not io.exists(path) and not io.is_partial(path):
+            # e.g. a folder of another tool, or one whose manifest was lost: never overwrite it
+            # (nor count it as the best), and do not stop a run that resumed from an earlier one
+            logger.warning(
+                "Not saving the checkpoint of step %d: %s exists and is not a committed toolkit checkpoint; "
+                "it is left untouched.", step, path,
+            )
+            return None
         self._update_best(metrics, path)
         t.store_flos()
         t.state.stateful_callbacks = self._stateful_callbacks()

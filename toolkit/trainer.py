@@ -95,7 +95,10 @@ class Trainer:
         >>> data = [{"x": torch.randn(3), "labels": torch.tensor(1.0)} for _ in range(16)]
         >>> args = TrainingArguments("out", max_steps=4, report_to="none", disable_tqdm=True,
         ...                          save_strategy="no", logging_steps=2)
-        >>> out = Trainer(Reg(), args, train_dataset=data).train()
+        >>> out = Trainer(Reg(), args, train_dataset=data).train()  # doctest: +ELLIPSIS
+        {'loss': ..., 'learning_rate': ..., 'epoch': ...}
+        {'loss': ..., 'learning_rate': ..., 'epoch': ...}
+        {'train_runtime': ..., 'train_loss': ..., 'epoch': ...}
         >>> out.global_step
         4
     """
@@ -476,7 +479,8 @@ class Trainer:
         )
         logger.info(
             "***** Running training *****  examples=%s epochs=%s batch size=%s accumulation=%s steps=%s",
-            self.num_examples(train_dataloader), num_epochs, self._train_batch_size,
+            self.num_examples(train_dataloader) if steps_per_epoch is not None else "unknown", num_epochs,
+            self._train_batch_size,
             args.gradient_accumulation_steps, max_steps,
         )
         start_time, start_step = time.time(), self.state.global_step

@@ -79,6 +79,12 @@ def loss_from_outputs(outputs: Any) -> torch.Tensor:
     if loss is not None:
         return loss
     if isinstance(outputs, Sequence) and len(outputs) > 0 and isinstance(outputs[0], torch.Tensor):
+        if outputs[0].numel() != 1:
+            # e.g. a model that returns (logits,) when it computes no loss: never train on logits
+            raise ValueError(
+                f"The model returned a tuple whose first element has shape {tuple(outputs[0].shape)}, "
+                "not a scalar loss. Return (loss, ...) when given labels, or override compute_loss."
+            )
         return outputs[0]
     raise ValueError(
         f"The model returned {type(outputs).__name__}, which holds no loss. Return a scalar loss, "

@@ -119,7 +119,10 @@ class LossTracker:
         sums = self.sums if strategy is None else strategy.reduce(self.sums.clone(), "mean")
         finite_sum, n_finite, n_total, raw_sum = sums.tolist()
         self.sums.zero_()
-        filtered = finite_sum * n_total / n_finite if n_finite > 0 else float("nan")
+        if n_finite > 0:
+            filtered = finite_sum * n_total / n_finite
+        else:  # nothing recorded since the last pop counts as 0, all non-finite as NaN
+            filtered = float("nan") if n_total > 0 else 0.0
         world = strategy.world_size if strategy is not None else 1
         return filtered, raw_sum, round((n_total - n_finite) * world)
 
@@ -308,10 +311,11 @@ class TrainLoop:
     # --------------------------------------------------------------------------------
     def _loss_scales(self, window: list) -> list[float]:
         n = len(window)
+        if self.loss_normalization is LossNormalization.MICRO_BATCH:
+            # every micro-batch, even one alone in a short last window (as HF 4.34 does)
+            return [1.0 / self.gradient_accumulation_steps] * n
         if n == 1 and self.strategy.world_size == 1:
             return [1.0]
-        if self.loss_normalization is LossNormalization.MICRO_BATCH:
-            return [1.0 / self.gradient_accumulation_steps] * n
         counts = [count_items(b, self.label_names) for b in window]
         local_total = sum(counts)
         total = local_total
