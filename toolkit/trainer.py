@@ -122,6 +122,7 @@ class Trainer:
             logger.info("No `TrainingArguments` passed, using output_dir='tmp_trainer'.")
             args = TrainingArguments(output_dir="tmp_trainer")
         self.args = args
+        logging.getLogger("toolkit").setLevel(args.get_process_log_level())
         (enable_full_determinism if args.full_determinism else set_seed)(args.seed)
         if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
             raise ValueError("Pass either `tokenizer` or its newer name `processing_class`, not both.")
