@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolkit.utils.nested import nested_detach
+
 __all__ = [
     "call_model",
     "outputs_to_container",
@@ -185,16 +187,6 @@ def count_items(inputs: Any, label_names: Sequence[str] = ("labels",)) -> int:
     return 1
 
 
-def _detach(tree: Any) -> Any:
-    if isinstance(tree, torch.Tensor):
-        return tree.detach()
-    if isinstance(tree, Mapping):
-        return type(tree)({k: _detach(v) for k, v in tree.items()})
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(_detach(v) for v in tree)
-    return tree
-
-
 def prediction_step(
     model: nn.Module,
     inputs: Any,
@@ -237,7 +229,7 @@ def prediction_step(
         logits = (outputs,)
     else:
         logits = ()
-    logits = _detach(logits)
+    logits = nested_detach(logits)
     logits = None if len(logits) == 0 else (logits[0] if len(logits) == 1 else logits)
     labels = None
     if has_labels:

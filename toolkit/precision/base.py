@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolkit.utils.nested import nested_map
+
 __all__ = ["Precision", "MixedPrecision", "HalfPrecision", "PRECISION_NAMES", "precision_from_name"]
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -152,13 +154,7 @@ class HalfPrecision(Precision):
 
 
 def _cast_floats(data: Any, dtype: torch.dtype) -> Any:
-    if isinstance(data, torch.Tensor):
-        return data.to(dtype) if data.is_floating_point() else data
-    if isinstance(data, dict):
-        return type(data)({k: _cast_floats(v, dtype) for k, v in data.items()})
-    if isinstance(data, (list, tuple)):
-        return type(data)(_cast_floats(v, dtype) for v in data)
-    return data
+    return nested_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t, data)
 
 
 PRECISION_NAMES = ("fp32", "fp16-mixed", "bf16-mixed", "fp16-true", "bf16-true")

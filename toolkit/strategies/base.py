@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from toolkit.precision.base import Precision
+from toolkit.utils.nested import nested_to
 
 __all__ = ["Strategy", "SingleDeviceStrategy", "select_device", "move_to_device"]
 
@@ -53,15 +54,7 @@ def _mps_available() -> bool:
 
 def move_to_device(data: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move every tensor of a (nested) batch to ``device``; other values are kept."""
-    if isinstance(data, torch.Tensor):
-        return data.to(device, non_blocking=non_blocking)
-    if isinstance(data, dict):
-        return type(data)({k: move_to_device(v, device, non_blocking) for k, v in data.items()})
-    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
-        return type(data)(*(move_to_device(v, device, non_blocking) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(move_to_device(v, device, non_blocking) for v in data)
-    return data
+    return nested_to(data, device, non_blocking=non_blocking)
 
 
 def _check_optimizer_owns_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
