@@ -1,0 +1,280 @@
+"""Train a small byte-level GPT on the Python standard library's own source code.
+
+The corpus ships with every Python: the ``.py`` files under
+``sysconfig.get_paths()["stdlib"]`` (test suites and ``site-packages`` left out), taken
+in a fixed pseudo-random order (sorted by the MD5 of their relative path, so the
+selection spans the whole library) until ``--data_bytes`` bytes are read. Whole files
+are split into train and eval (about one byte in twenty goes to eval, file by file, so
+eval text is never seen in training), each side is cut into ``--block_size``-byte
+blocks, and every byte is one token (vocabulary 256). The model is
+`recipes.models.DecoderLM`; training is `toolkit.Trainer` with its usual arguments.
+
+Usage::
+
+    python recipes/language_modeling.py --output_dir runs/lm
+    python recipes/language_modeling.py --output_dir runs/lm --generate --prompt "def "
+    python recipes/language_modeling.py config.json      # or config.yaml: every option
+    torchrun --nproc_per_node 2 recipes/language_modeling.py --output_dir runs/lm
+    python recipes/language_modeling.py --help           # all options, with the defaults
+
+Result of the defaults (Python 3.11 standard library, 2 CPU cores, about 2.5 minutes):
+600 steps of 32 x 128 bytes (2.5 MB of training text, about one epoch) bring a
+0.84M-parameter model (4 layers, width 128) to eval loss <= 1.45 nats/byte
+(perplexity <= 4.3, <= 2.1 bits per byte); measured 1.40 (perplexity 4.06). A uniform
+guess is ln(256) = 5.55 nats/byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sys
+import sysconfig
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+if __package__ in (None, ""):  # run as a script: make `recipes.models` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recipes.models import DecoderConfig, DecoderLM  # noqa: E402
+from toolkit import HfArgumentParser, Trainer, TrainingArguments  # noqa: E402
+
+logger = logging.getLogger("recipes.language_modeling")
+
+#: Directories left out of the corpus: installed packages, test suites (odd encodings, data
+#: files) and ``encodings`` (generated code-page tables rather than code).
+EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "encodings"})
+
+#: Recipe defaults for `TrainingArguments` fields, given to the parser as its defaults
+#: (so ``--help`` shows them and any of them can still be overridden).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 2e-3,
+    "weight_decay": 0.1,
+    "adam_beta2": 0.99,
+    "warmup_ratio": 0.05,
+    "lr_scheduler_type": "cosine",
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "max_steps": 600,
+    "logging_steps": 50,
+    "evaluation_strategy": "steps",
+    "eval_steps": 200,
+    "save_strategy": "no",
+    "report_to": ["none"],
+}
+
+
+@dataclass
+class ModelDataArguments:
+    """Options of this recipe: the corpus, the model shape and the closing text sample."""
+
+    data_bytes: int = field(
+        default=2_600_000, metadata={"help": "Bytes of standard-library source to read (train + eval)."}
+    )
+    eval_fraction: float = field(
+        default=0.05, metadata={"help": "Share of the bytes (whole files) held out for evaluation."}
+    )
+    block_size: int = field(
+        default=128, metadata={"help": "Bytes per training sequence (the context length)."}
+    )
+    n_layer: int = field(default=4, metadata={"help": "Number of transformer blocks."})
+    n_head: int = field(default=4, metadata={"help": "Attention heads per block (must divide d_model)."})
+    d_model: int = field(default=128, metadata={"help": "Width of the model."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout probability."})
+    generate: bool = field(
+        default=False, metadata={"help": "Print a text sample from --prompt after training."}
+    )
+    generate_tokens: int = field(default=200, metadata={"help": "Bytes to generate with --generate."})
+    prompt: str = field(default="def ", metadata={"help": "Prompt for --generate."})
+    top_k: int = field(
+        default=0,
+        metadata={"help": "Sample among the top_k likeliest bytes (seeded by --seed); 0 is greedy."},
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with top_k > 0)."})
+
+    def __post_init__(self) -> None:
+        for name in ("data_bytes", "block_size", "generate_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if self.top_k < 0 or self.temperature <= 0:
+            raise ValueError(f"need top_k >= 0 and temperature > 0, got {self.top_k} and {self.temperature}")
+        if self.generate and not self.prompt:
+            raise ValueError("prompt must not be empty with --generate")
+
+
+# --------------------------------------------------------------------------- data
+def stdlib_sources(root: str | Path | None = None) -> list[Path]:
+    """The standard library's ``.py`` files in the corpus order (MD5 of the relative path)."""
+    root = Path(root or sysconfig.get_paths()["stdlib"])
+    files = [
+        path
+        for path in root.rglob("*.py")
+        if path.is_file() and not EXCLUDED_DIRS.intersection(path.relative_to(root).parts[:-1])
+    ]
+    return sorted(files, key=lambda p: hashlib.md5(p.relative_to(root).as_posix().encode()).hexdigest())
+
+
+def read_corpus(data_bytes: int, eval_fraction: float, root: str | Path | None = None) -> tuple[bytes, bytes]:
+    """Read up to ``data_bytes`` of source and split it into train and eval, whole files at a time.
+
+    A file goes to eval when that brings eval's share of the bytes read so far closer to
+    ``eval_fraction`` (and the last file does if none did), so no eval text is trained on.
+
+    Returns:
+        ``(train_bytes, eval_bytes)``.
+
+    Raises:
+        ValueError: If the files read cannot fill both sides.
+    """
+    pieces: list[tuple[bytes, bool]] = []
+    total = eval_total = 0
+    for path in stdlib_sources(root):
+        if total >= data_bytes:
+            break
+        text = path.read_bytes()[: data_bytes - total]
+        total += len(text)
+        to_eval = eval_total + len(text) / 2 <= eval_fraction * total
+        eval_total += len(text) if to_eval else 0
+        pieces.append((text, to_eval))
+    if pieces and eval_total == 0:
+        pieces[-1] = (pieces[-1][0], True)
+    train = b"".join(text for text, to_eval in pieces if not to_eval)
+    evals = b"".join(text for text, to_eval in pieces if to_eval)
+    if not train or not evals:
+        raise ValueError(
+            f"data_bytes={data_bytes}: too little standard-library source to fill train and eval"
+        )
+    return train, evals
+
+
+class ByteBlocks(Dataset):
+    """Non-overlapping ``block_size``-byte blocks of a byte string, as LM examples.
+
+    Each item is ``{"input_ids": LongTensor[block_size], "labels": same}``; the model
+    shifts the labels. A trailing partial block is dropped.
+    """
+
+    def __init__(self, data: bytes, block_size: int) -> None:
+        n_blocks = len(data) // block_size
+        if n_blocks == 0:
+            raise ValueError(f"block_size={block_size}: the text ({len(data)} bytes) holds no full block")
+        tokens = torch.frombuffer(bytearray(data[: n_blocks * block_size]), dtype=torch.uint8)
+        self.blocks = tokens.view(n_blocks, block_size)
+
+    def __len__(self) -> int:
+        return self.blocks.size(0)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ids = self.blocks[index].long()
+        return {"input_ids": ids, "labels": ids}
+
+
+# --------------------------------------------------------------------------- arguments
+def build_parser() -> HfArgumentParser:
+    """The recipe's parser: `ModelDataArguments` and `TrainingArguments`, recipe defaults set."""
+    parser = HfArgumentParser((ModelDataArguments, TrainingArguments), description=__doc__.split("\n\n")[0])
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelDataArguments, TrainingArguments]:
+    """Parse the command line, or a single ``.json`` / ``.yaml`` config file path.
+
+    A config file is a mapping of option names to values; options it leaves out take
+    the same defaults as on the command line (recipe defaults included).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        path = Path(argv[0])
+        if path.suffix == ".json":
+            config = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            try:
+                import yaml
+            except ImportError as err:
+                raise ImportError("YAML config files need PyYAML: pip install pyyaml") from err
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping of option names to values")
+        return parser.parse_dict({**TRAINING_DEFAULTS, **config})
+    return parser.parse_args_into_dataclasses(argv)
+
+
+# --------------------------------------------------------------------------- main
+def generate_text(model: DecoderLM, opts: ModelDataArguments, seed: int) -> str:
+    """Continue ``opts.prompt`` by ``opts.generate_tokens`` bytes (greedy, or seeded top-k)."""
+    device = next(model.parameters()).device
+    prompt = torch.tensor([list(opts.prompt.encode("utf-8"))], dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    ids = model.generate(prompt, opts.generate_tokens, opts.temperature, opts.top_k, generator=generator)
+    return bytes(ids[0].tolist()).decode("utf-8", errors="replace")
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the recipe; return the final eval metrics (with ``perplexity``).
+
+    Args:
+        argv: Command-line strings (``sys.argv[1:]`` when None), or one config file path.
+    """
+    opts, args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logger.setLevel(logging.INFO if args.should_log else logging.WARNING)
+    logging.getLogger("toolkit").setLevel(args.get_process_log_level())
+
+    train_text, eval_text = read_corpus(opts.data_bytes, opts.eval_fraction)
+    train_dataset = ByteBlocks(train_text, opts.block_size)
+    eval_dataset = ByteBlocks(eval_text, opts.block_size)
+    config = DecoderConfig(
+        vocab_size=256,
+        block_size=opts.block_size,
+        n_layer=opts.n_layer,
+        n_head=opts.n_head,
+        d_model=opts.d_model,
+        dropout=opts.dropout,
+    )
+    torch.manual_seed(args.seed)
+    model = DecoderLM(config)
+    logger.info(
+        "corpus: %d train bytes (%d blocks), %d eval bytes (%d blocks); model: %.2fM parameters",
+        len(train_text),
+        len(train_dataset),
+        len(eval_text),
+        len(eval_dataset),
+        model.num_parameters() / 1e6,
+    )
+
+    trainer = Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset)
+    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+
+    metrics = trainer.evaluate()
+    metrics["perplexity"] = math.exp(metrics["eval_loss"]) if metrics["eval_loss"] < 700 else float("inf")
+    metrics["eval_bits_per_byte"] = metrics["eval_loss"] / math.log(2)
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+
+    if trainer.is_world_process_zero():
+        Path(args.output_dir, "model_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        print(f"perplexity = {metrics['perplexity']:.4f}")
+        print(f"Model saved to {args.output_dir}")
+        if opts.generate:
+            print(
+                f"----- sample ({'greedy' if not opts.top_k else f'top_k={opts.top_k}, seed={args.seed}'}) -----"
+            )
+            print(generate_text(trainer.model, opts, args.seed))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
