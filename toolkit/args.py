@@ -452,6 +452,11 @@ class TrainingArguments(metaclass=_ArgumentsMeta):
     preemption_checkpoint: bool = _arg(
         True, "On SIGTERM, save a checkpoint at the next step boundary and stop."
     )
+    save_async: bool = _arg(
+        False,
+        "Write checkpoints in a background thread from a snapshot taken at the save step, so training "
+        "continues while bytes are written; write errors surface at the next save and at the end.",
+    )
 
     # ------------------------------------------------------------------ validation
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -19,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from toolkit.checkpoint import CheckpointManager, FsspecCheckpointIO, get_last_checkpoint
+from toolkit.checkpoint import (
+    AsyncCheckpointIO,
+    CheckpointIO,
+    CheckpointManager,
+    FsspecCheckpointIO,
+    get_last_checkpoint,
+)
 from toolkit.checkpoint.serialization import save_json, save_object, save_tensors
 from toolkit.state import TrainerState
 from toolkit.utils.seed import get_rng_state
@@ -35,6 +42,8 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "pytorch_model.bin"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 TRAINING_ARGS_NAME = "training_args.json"
+#: Final files of a run in ``output_dir`` that a new run must not overwrite silently.
+RUN_FILES = frozenset({SAFE_WEIGHTS_NAME, WEIGHTS_NAME, "trainer_state.json", "all_results.json"})
 PREEMPTION_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
 
 
@@ -49,10 +58,52 @@ class RunCheckpointer:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         args = trainer.args
-        self.manager = CheckpointManager(
-            args.output_dir, io=FsspecCheckpointIO(), save_total_limit=args.save_total_limit or None
-        )
+        io: CheckpointIO = FsspecCheckpointIO()
+        if args.save_async:
+            io = AsyncCheckpointIO(io)
+        self.manager = CheckpointManager(args.output_dir, io=io, save_total_limit=args.save_total_limit or None)
         self.preempted = False
+        self._written: set[str] = set()  # checkpoints saved by the current train() call
+
+    # ----------------------------------------------------------------- output_dir safety
+    def _previous_run_files(self, resume_path: str | None) -> list[str]:
+        """Files of an earlier run in ``output_dir`` that training would overwrite."""
+        resume_step = _step_of(resume_path) if resume_path is not None else None
+        found = []
+        for path in self.manager.list_checkpoints():
+            step = _step_of(path)
+            if resume_step is None or (step is not None and step > resume_step):
+                found.append(path)
+        if resume_path is None:
+            names = set(self.manager.io.list(self.manager.root))
+            found += [f"{self.manager.root}/{n}" for n in sorted(RUN_FILES & names)]
+        return found
+
+    def begin_run(self, resume_path: str | None) -> None:
+        """Before training: refuse to overwrite an earlier run's files unless
+        ``overwrite_output_dir`` allows it.
+
+        Raises:
+            ValueError: ``output_dir`` holds checkpoints or final files of an earlier run
+                that this run would overwrite.
+        """
+        args = self.trainer.args
+        self._written = set()
+        if args.overwrite_output_dir or not args.should_save:
+            return
+        clash = self._previous_run_files(resume_path)
+        if clash:
+            shown = ", ".join(clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
+            hint = (
+                "resume from the newest checkpoint (resume_from_checkpoint=True)"
+                if resume_path is not None
+                else "continue that run with resume_from_checkpoint=True"
+            )
+            raise ValueError(
+                f"output_dir={args.output_dir!r} already holds files of an earlier run that this training would "
+                f"overwrite ({shown}). To keep them, {hint} or choose another output_dir; to replace them, pass "
+                "overwrite_output_dir=True."
+            )
 
     # ----------------------------------------------------------------- saving
     def _model_state(self) -> dict[str, torch.Tensor]:
@@ -121,11 +172,18 @@ class RunCheckpointer:
             files["loop_state.json"] = self._loop_state()
         files["trainer_state.json"] = _state_dict(t.state)
         files[TRAINING_ARGS_NAME] = t.args.to_dict()
-        if self.manager.io.exists(path):
+        if path in self._written:
             logger.info("Checkpoint %s already saved at this step; keeping it.", path)
             return path
-        self.manager.save(step, files)
-        self.manager.rotate(best=t.state.best_model_checkpoint)
+        overwrite = io.exists(path)  # only reachable with overwrite_output_dir (see begin_run)
+        if t.args.save_async:
+            # rotate the earlier ones first: the save just started is still being written
+            self.manager.rotate(best=t.state.best_model_checkpoint)
+            self.manager.save(step, files, overwrite=overwrite)
+        else:
+            self.manager.save(step, files, overwrite=overwrite)
+            self.manager.rotate(best=t.state.best_model_checkpoint)
+        self._written.add(path)
         return path
 
     def _loop_state(self) -> dict[str, Any]:
@@ -221,8 +279,16 @@ class RunCheckpointer:
         _load_weights(t, weights, best)
         logger.info("Loaded the best model from %s (score %s).", best, t.state.best_metric)
 
+    def wait(self) -> None:
+        """Block until background checkpoint writes finish; re-raise their errors."""
+        io = self.manager.io
+        if isinstance(io, AsyncCheckpointIO):
+            io.wait()
+
     def finish(self) -> None:
-        """End of training: rotate once more, and exit after a preemption save."""
+        """End of training: wait for background saves, rotate once more, and exit after a
+        preemption save."""
+        self.wait()
         if self.trainer.args.should_save:
             self.manager.rotate(best=self.trainer.state.best_model_checkpoint)
         if self.preempted:
@@ -263,3 +329,8 @@ def _load_weights(trainer: Trainer, weights: dict[str, torch.Tensor], path: str)
         trainer.strategy.load_model_state_dict(trainer.model_wrapped, weights, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"The checkpoint {path!r} does not fit this model: {exc}") from exc
+
+
+def _step_of(path: str | None) -> int | None:
+    match = re.search(r"-(\d+)/?$", path or "")
+    return int(match.group(1)) if match else None

@@ -448,6 +448,7 @@ class Trainer:
             raise TypeError(f"train() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
         args = self.args
         checkpoint = self.checkpointer.resolve_resume(resume_from_checkpoint)
+        self.checkpointer.begin_run(checkpoint)
         if self.model_init is not None:
             (enable_full_determinism if args.full_determinism else set_seed)(args.seed)
             self.model = self.call_model_init(trial).to(self.strategy.device)

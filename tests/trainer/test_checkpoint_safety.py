@@ -1,0 +1,146 @@
+"""Nothing already saved is lost: an earlier run's files are never overwritten silently,
+failed or damaged saves leave the previous checkpoints usable, async saves are the same
+checkpoints, and tied weights survive a save/resume."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+
+import pytest
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from torch import nn
+
+from toolkit import Trainer
+from toolkit.checkpoint import CheckpointWriteError, FsspecCheckpointIO
+
+MAX_STEPS = 6
+
+
+def _trainer(h, folder, model=None, **overrides):
+    values = dict(max_steps=MAX_STEPS, per_device_train_batch_size=2, save_strategy="steps", save_steps=2,
+                  logging_steps=1, learning_rate=0.05)
+    values.update(overrides)
+    args = h.make_args(folder, **values)
+    model = model if model is not None else h.seeded(h.DropoutRegressor, seed=0)
+    return Trainer(model, args, train_dataset=h.regression_data(16))
+
+
+def _names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_new_run_refuses_an_earlier_runs_output_dir(h, tmp_path):
+    _trainer(h, tmp_path).train()
+    _trainer(h, tmp_path).save_model()
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    with pytest.raises(ValueError, match="overwrite_output_dir"):
+        _trainer(h, tmp_path).train()
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+    # explicitly allowed: the run replaces them
+    trainer = _trainer(h, tmp_path, overwrite_output_dir=True, learning_rate=0.01)
+    trainer.train()
+    saved = FsspecCheckpointIO().load(str(tmp_path / f"checkpoint-{MAX_STEPS}"))["model.safetensors"]
+    assert torch.equal(saved["lin.weight"], trainer.model.lin.weight.detach())
+
+
+def test_resuming_an_older_checkpoint_refuses_to_overwrite_newer_ones(h, tmp_path):
+    _trainer(h, tmp_path).train()
+    with pytest.raises(ValueError, match="checkpoint-4"):
+        _trainer(h, tmp_path).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    # resuming from the newest one is fine, and so is an explicit overwrite
+    _trainer(h, tmp_path, max_steps=MAX_STEPS + 2).train(resume_from_checkpoint=True)
+    _trainer(h, tmp_path, overwrite_output_dir=True).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_async_saves_write_the_same_checkpoints(h, tmp_path):
+    sync = _trainer(h, tmp_path / "sync")
+    sync.train()
+    asyn = _trainer(h, tmp_path / "async", save_async=True)
+    asyn.train()
+    io = FsspecCheckpointIO()
+    for step in (2, 4, 6):
+        a = io.load(str(tmp_path / "sync" / f"checkpoint-{step}"))
+        b = io.load(str(tmp_path / "async" / f"checkpoint-{step}"))
+        for key, value in a["model.safetensors"].items():
+            assert torch.equal(value, b["model.safetensors"][key])
+        assert a["trainer_state.json"]["global_step"] == b["trainer_state.json"]["global_step"] == step
+    resumed = _trainer(h, tmp_path / "resumed", save_async=True, max_steps=MAX_STEPS)
+    shutil.copytree(tmp_path / "async" / "checkpoint-4", tmp_path / "resumed" / "checkpoint-4")
+    resumed.train(resume_from_checkpoint=True)
+    for key, value in h.weights(sync.model).items():
+        assert torch.equal(value, h.weights(resumed.model)[key])
+
+
+def test_a_full_disk_is_a_clear_error_and_earlier_checkpoints_stay_usable(h, tmp_path, monkeypatch):
+    original = LocalFileSystem.open
+    calls = {"n": 0}
+
+    def open_(self, path, mode="rb", **kwargs):
+        if "w" in mode and "checkpoint-4" in path:
+            calls["n"] += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, path, mode, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "open", open_)
+    with pytest.raises(CheckpointWriteError, match="checkpoint-4"):
+        _trainer(h, tmp_path).train()
+    monkeypatch.undo()
+    assert calls["n"] >= 1
+    assert [n for n in _names(tmp_path) if n.startswith("checkpoint")] == ["checkpoint-2"]
+    resumed = _trainer(h, tmp_path)
+    resumed.train(resume_from_checkpoint=True)
+    reference = _trainer(h, tmp_path / "reference")
+    reference.train()
+    for key, value in h.weights(reference.model).items():
+        assert torch.equal(value, h.weights(resumed.model)[key])
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(h, tmp_path, caplog):
+    _trainer(h, tmp_path, max_steps=4).train()
+    weights_file = tmp_path / "checkpoint-4" / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:-10])
+    trainer = _trainer(h, tmp_path, max_steps=4, overwrite_output_dir=True)
+    with caplog.at_level(logging.WARNING):
+        trainer.train(resume_from_checkpoint=True)
+    assert "model.safetensors" in caplog.text  # the warning names the damaged file
+    assert trainer.state.log_history[0]["step"] == 1  # history restored from checkpoint-2
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3, 4]
+
+
+class TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(7, 5)
+        self.head = nn.Linear(5, 7, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, input_ids, labels=None):
+        logits = self.head(self.embed(input_ids))
+        return {"loss": nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100),
+                "logits": logits}
+
+
+def test_tied_weights_save_and_come_back_tied(h, tmp_path):
+    def tied():
+        torch.manual_seed(0)
+        return TiedLM()
+
+    def make(folder):
+        args = h.make_args(folder, max_steps=4, per_device_train_batch_size=4, save_strategy="steps", save_steps=2)
+        return Trainer(tied(), args, train_dataset=h.token_data(16))
+
+    reference = make(tmp_path / "ref")
+    reference.train()
+    reference.save_model()
+    resumed = make(tmp_path / "run")
+    shutil.copytree(tmp_path / "ref" / "checkpoint-2", tmp_path / "run" / "checkpoint-2")
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.model.head.weight is resumed.model.embed.weight
+    assert torch.equal(resumed.model.embed.weight, reference.model.embed.weight)
+    from toolkit.checkpoint import load_tensors
+
+    saved = load_tensors(str(tmp_path / "ref" / "model.safetensors"))
+    assert saved["head.weight"] is saved["embed.weight"]
