@@ -144,3 +144,49 @@ def test_tied_weights_save_and_come_back_tied(h, tmp_path):
 
     saved = load_tensors(str(tmp_path / "ref" / "model.safetensors"))
     assert saved["head.weight"] is saved["embed.weight"]
+
+
+class _RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(h, tmp_path):
+    from toolkit.checkpoint import UnsafeCheckpointError
+
+    _trainer(h, tmp_path / "run", max_steps=2).train()
+    io = FsspecCheckpointIO()
+    files = io.load(str(tmp_path / "run" / "checkpoint-2"))
+    marker = tmp_path / "code-ran"
+    files["optimizer.pt"] = {"state": _RunsCode(str(marker))}
+    io.save(files, str(tmp_path / "evil" / "checkpoint-2"))
+    trainer = _trainer(h, tmp_path / "evil", max_steps=4)
+    with pytest.raises(UnsafeCheckpointError, match="optimizer.pt"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "evil" / "checkpoint-2"))
+    assert not marker.exists()
+    assert trainer.state.global_step == 0
+
+
+def test_early_stopping_patience_survives_a_resume(h, tmp_path):
+    from toolkit import EarlyStoppingCallback
+
+    def make(folder, callback):
+        args = h.make_args(folder, max_steps=6, per_device_train_batch_size=4, save_strategy="steps", save_steps=1,
+                           evaluation_strategy="steps", eval_steps=1, load_best_model_at_end=True,
+                           metric_for_best_model="loss", greater_is_better=True, learning_rate=0.05)
+        # greater_is_better on a falling loss: every evaluation after the first is "worse"
+        return Trainer(h.seeded(h.Regressor), args, train_dataset=h.regression_data(24),
+                       eval_dataset=h.regression_data(8, seed=1), callbacks=[callback])
+
+    first = EarlyStoppingCallback(early_stopping_patience=3)
+    make(tmp_path / "a", first).train()
+    assert first.early_stopping_patience_counter == 3
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    second = EarlyStoppingCallback(early_stopping_patience=3)
+    trainer = make(tmp_path / "b", second)
+    trainer.train(resume_from_checkpoint=True)
+    # restored counter 1 at step 2, then two more bad evaluations stop at step 4 (not 5)
+    assert trainer.state.global_step == 4
