@@ -27,7 +27,8 @@ from toolkit.checkpoint import (
     FsspecCheckpointIO,
     get_last_checkpoint,
 )
-from toolkit.checkpoint.serialization import save_json, save_object, save_tensors
+from toolkit.checkpoint import files as storage
+from toolkit.checkpoint.serialization import json_to_bytes, object_to_bytes, tensors_to_bytes
 from toolkit.state import TrainerState
 from toolkit.utils.seed import get_rng_state
 
@@ -195,18 +196,26 @@ class RunCheckpointer:
         t = self.trainer
         if not t.args.should_save:
             return
-        os.makedirs(output_dir, exist_ok=True)
+        output_dir = os.fspath(output_dir)
+        storage.makedirs(output_dir)
         model = t.strategy.unwrap(t.model_wrapped)
         state = self._model_state()
-        if hasattr(model, "save_pretrained"):
-            model.save_pretrained(output_dir, state_dict=state, safe_serialization=t.args.save_safetensors)
-        elif t.args.save_safetensors:
-            save_tensors(state, os.path.join(output_dir, SAFE_WEIGHTS_NAME))
-        else:
-            save_object(state, os.path.join(output_dir, WEIGHTS_NAME))
-        if t.tokenizer is not None and hasattr(t.tokenizer, "save_pretrained"):
-            t.tokenizer.save_pretrained(output_dir)
-        save_json(t.args.to_dict(), os.path.join(output_dir, TRAINING_ARGS_NAME))
+        pretrained = hasattr(model, "save_pretrained")
+        tokenizer = t.tokenizer if hasattr(t.tokenizer, "save_pretrained") else None
+        if pretrained or tokenizer is not None:
+            # save_pretrained writes local files only: remote output_dirs get a staged upload
+            with storage.staged_dir(output_dir) as local_dir:
+                if pretrained:
+                    model.save_pretrained(local_dir, state_dict=state, safe_serialization=t.args.save_safetensors)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(local_dir)
+        if not pretrained:
+            name, data = (
+                (SAFE_WEIGHTS_NAME, tensors_to_bytes(state)) if t.args.save_safetensors
+                else (WEIGHTS_NAME, object_to_bytes(state))
+            )
+            storage.write_bytes(storage.join(output_dir, name), data)
+        storage.write_bytes(storage.join(output_dir, TRAINING_ARGS_NAME), json_to_bytes(t.args.to_dict()))
 
     # ----------------------------------------------------------------- resuming
     def resolve_resume(self, resume_from_checkpoint: str | bool | None) -> str | None:

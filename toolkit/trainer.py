@@ -11,7 +11,6 @@ import contextlib
 import inspect
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from toolkit.callbacks import (
     ProgressCallback,
     TrainerCallback,
 )
+from toolkit.checkpoint import files as storage
 from toolkit.connector import build_parts
 from toolkit.data import (
     DataCollatorWithPadding,
@@ -624,8 +624,9 @@ class Trainer:
     def save_state(self) -> None:
         """Write ``trainer_state.json`` to ``output_dir`` (main process only)."""
         if self.is_world_process_zero():
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            self.state.save_to_json(os.path.join(self.args.output_dir, "trainer_state.json"))
+            storage.makedirs(self.args.output_dir)
+            path = storage.join(self.args.output_dir, "trainer_state.json")
+            storage.write_bytes(path, self.state.to_json_string().encode("utf-8"))
 
     # ----------------------------------------------------------------- later features
     def hyperparameter_search(self, *args: Any, **kwargs: Any) -> Any:

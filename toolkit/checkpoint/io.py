@@ -269,7 +269,12 @@ class FsspecCheckpointIO(CheckpointIO):
             raise TypeError(f"path must be a str, got {type(path).__name__}")
         path = os.fspath(path)
         fs, fs_path = fsspec.core.url_to_fs(path, **self.storage_options)
-        return fs, fs_path.rstrip("/") or fs_path
+        fs_path = fs_path.rstrip("/") or fs_path
+        # Object-store file systems (s3fs, gcsfs) cache listings per instance, and instances
+        # are shared: drop what is cached for this path and its parents, so that folders and
+        # manifests written by another process (or another file-system instance) are seen.
+        fs.invalidate_cache(fs_path)
+        return fs, fs_path
 
     @staticmethod
     def _is_local(fs: Any) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from toolkit.checkpoint import files as storage
 
 __all__ = ["speed_metrics", "metrics_format", "format_metrics_table", "write_metrics_json"]
 
@@ -78,25 +79,23 @@ def format_metrics_table(split: str, metrics: Mapping[str, Any]) -> str:
 
 def write_metrics_json(output_dir: str, split: str, metrics: Mapping[str, Any], combined: bool = True) -> str:
     """Write ``{split}_results.json`` (``all_results.json`` for split ``"all"``) and, when
-    ``combined``, merge the metrics into ``all_results.json``. Returns the written path."""
-    os.makedirs(output_dir, exist_ok=True)
+    ``combined``, merge the metrics into ``all_results.json``. Returns the written path.
+
+    ``output_dir`` may be a local folder or any fsspec URL (``memory://``, ``s3://`` ...);
+    local files are written aside and renamed into place."""
+    storage.makedirs(output_dir)
     name = "all_results.json" if split == "all" else f"{split}_results.json"
-    path = os.path.join(output_dir, name)
+    path = storage.join(output_dir, name)
     _write_json(path, dict(metrics))
     if combined and split != "all":
-        all_path = os.path.join(output_dir, "all_results.json")
+        all_path = storage.join(output_dir, "all_results.json")
         merged: dict[str, Any] = {}
-        if os.path.exists(all_path):
-            with open(all_path, encoding="utf-8") as f:
-                merged = json.load(f)
+        if storage.exists(all_path):
+            merged = json.loads(storage.read_bytes(all_path).decode("utf-8"))
         merged.update(metrics)
         _write_json(all_path, merged)
     return path
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=4, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    storage.write_bytes(path, (json.dumps(data, indent=4, sort_keys=True) + "\n").encode("utf-8"))
