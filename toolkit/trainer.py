@@ -162,6 +162,7 @@ class Trainer:
         self.current_flos = 0.0
         self._loss_scale = 1.0
         self._num_params: int | None = None
+        self._tokens_seen = 0
         progress = PrinterCallback if args.disable_tqdm else ProgressCallback
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *_logger_callbacks(args), *(callbacks or []), progress],
@@ -275,13 +276,7 @@ class Trainer:
             return self.model.floating_point_ops(inputs)
         if self._num_params is None:
             self._num_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        tokens = None
-        if isinstance(inputs, Mapping):
-            ids = inputs.get("input_ids")
-            tokens = ids.numel() if isinstance(ids, torch.Tensor) else None
-        if tokens is None:
-            tokens = default_steps.count_items(inputs, ())
-        return 6 * self._num_params * tokens
+        return 6 * self._num_params * _batch_tokens(inputs)
 
     # ----------------------------------------------------------------- optimizer
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
@@ -371,6 +366,8 @@ class Trainer:
 
     def _loop_step(self, model: nn.Module, inputs: Any, loss_scale: float) -> torch.Tensor:
         self._loss_scale = loss_scale
+        if self.args.include_tokens_per_second:
+            self._tokens_seen += _batch_tokens(inputs)
         self.current_flos += float(self.floating_point_ops(inputs))
         return self.training_step(model, inputs)
 
@@ -486,6 +483,7 @@ class Trainer:
             args.gradient_accumulation_steps, max_steps,
         )
         start_time, start_step = time.time(), self.state.global_step
+        self._tokens_seen = 0
         self.current_flos = 0.0
         with self.checkpointer.preemption_guard(loop):
             train_loss = loop.run()
@@ -494,7 +492,7 @@ class Trainer:
         steps_run = self.state.global_step - start_step
         metrics = speed_metrics(
             "train", start_time, num_samples=steps_run * self._train_batch_size * args.gradient_accumulation_steps,
-            num_steps=steps_run,
+            num_steps=steps_run, num_tokens=self._tokens_seen if args.include_tokens_per_second else None,
         )
         metrics["total_flos"] = self.state.total_flos
         metrics["train_loss"] = train_loss
@@ -640,6 +638,15 @@ class Trainer:
     def create_model_card(self, *args: Any, **kwargs: Any) -> Any:
         """Write a model card (not supported by toolkit yet)."""
         raise NotImplementedError("create_model_card is not supported by toolkit yet.")
+
+
+def _batch_tokens(inputs: Any) -> int:
+    """Tokens in a batch: elements of ``input_ids``, else the number of samples."""
+    if isinstance(inputs, Mapping):
+        ids = inputs.get("input_ids")
+        if isinstance(ids, torch.Tensor):
+            return ids.numel()
+    return default_steps.count_items(inputs, ())
 
 
 def _prefixed(metric: str) -> str:

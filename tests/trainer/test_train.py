@@ -279,3 +279,15 @@ def test_max_grad_norm_limits_the_update(h, tmp_path):
     assert step_size(0.5) <= 1.0 * 0.5 + 1e-5
     assert step_size(0.5) == pytest.approx(0.5, rel=1e-4)  # the gradient was far larger: clipped to the limit
     assert step_size(0.0) > 1e3  # without clipping the huge gradient moves the weights a lot
+
+
+def test_include_tokens_per_second_counts_input_ids(h, tmp_path):
+    from toolkit import Trainer
+
+    args = h.make_args(tmp_path, max_steps=3, per_device_train_batch_size=4, include_tokens_per_second=True)
+    out = Trainer(h.seeded(h.TokenModel), args, train_dataset=h.token_data(12)).train()
+    runtime = out.metrics["train_runtime"]
+    tokens = 3 * 4 * h.SEQ_LEN
+    assert out.metrics["train_tokens_per_second"] == pytest.approx(tokens / runtime, rel=0.05)
+    plain = Trainer(h.seeded(h.TokenModel), h.make_args(tmp_path / "b", max_steps=3), train_dataset=h.token_data(12))
+    assert "train_tokens_per_second" not in plain.train().metrics
