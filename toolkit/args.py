@@ -69,8 +69,6 @@ PENDING_FEATURES: dict[str, str] = {
     "push_to_hub": "pushing checkpoints to a model hub",
     "gradient_checkpointing": "activation checkpointing",
     "auto_find_batch_size": "automatic batch-size search",
-    "group_by_length": "length-grouped sampling",
-    "debug": "debug options",
     "tpu_num_cores": "TPU training",
     "half_precision_backend": "apex mixed precision",
 }

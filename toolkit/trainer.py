@@ -31,6 +31,7 @@ from toolkit.checkpoint import files as storage
 from toolkit.connector import build_parts
 from toolkit.data import (
     DataCollatorWithPadding,
+    LengthGroupedSampler,
     RemoveColumnsCollator,
     ResumableRandomSampler,
     default_data_collator,
@@ -38,14 +39,16 @@ from toolkit.data import (
     seed_worker,
     signature_columns,
 )
+from toolkit.debug import DebugUnderflowOverflow
 from toolkit.loops import LabelSmoother, TrainLoop
 from toolkit.loops import steps as default_steps
 from toolkit.loops.evaluation import EvaluationLoop
 from toolkit.metrics import format_metrics_table, metrics_format, speed_metrics, write_metrics_json
 from toolkit.optim import get_decay_parameter_names, get_optimizer_cls_and_kwargs, get_scheduler
+from toolkit.report import plot_training_curves
 from toolkit.run_checkpoint import RunCheckpointer
 from toolkit.state import TrainerControl, TrainerState
-from toolkit.types import EvalLoopOutput, PredictionOutput, TrainOutput
+from toolkit.types import DebugOption, EvalLoopOutput, PredictionOutput, TrainOutput
 from toolkit.utils.intervals import resolve_steps
 from toolkit.utils.seed import enable_full_determinism, set_seed
 
@@ -216,9 +219,20 @@ class Trainer:
             "worker_init_fn": seed_worker if args.dataloader_num_workers else None,
         }
 
-    def _get_train_sampler(self) -> Any:
-        """The training sampler: seeded (``data_seed`` or ``seed``) and resumable."""
-        return ResumableRandomSampler(len(self.train_dataset), seed=self._data_seed())
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        """The training sampler: seeded (``data_seed`` or ``seed``) and resumable; grouped by
+        length when ``group_by_length`` (batches of similar lengths, longest first)."""
+        dataset = self.train_dataset if dataset is None else dataset
+        args = self.args
+        if args.group_by_length:
+            names = getattr(self.tokenizer, "model_input_names", None) or ["input_ids"]
+            return LengthGroupedSampler(
+                self._train_batch_size * args.gradient_accumulation_steps, dataset=dataset,
+                length_column_name=args.length_column_name, model_input_name=names[0], seed=self._data_seed(),
+                num_replicas=self.strategy.world_size, rank=self.strategy.global_rank,
+                drop_last=args.dataloader_drop_last,
+            )
+        return ResumableRandomSampler(len(dataset), seed=self._data_seed())
 
     def _data_seed(self) -> int:
         return self.args.data_seed if self.args.data_seed is not None else self.args.seed
@@ -227,10 +241,11 @@ class Trainer:
         """The training `DataLoader` (shuffled by a resumable, seeded sampler)."""
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a `train_dataset`.")
+        sampler = None if isinstance(self.train_dataset, IterableDataset) else self._get_train_sampler()
         dataset, collator = self._columns_removed(self.train_dataset, self.data_collator, "training")
         kwargs = self._loader_kwargs(self._train_batch_size)
-        if not isinstance(dataset, IterableDataset):
-            kwargs["sampler"] = self._get_train_sampler()
+        if sampler is not None:
+            kwargs["sampler"] = sampler
             kwargs["drop_last"] = self.args.dataloader_drop_last
         return DataLoader(dataset, collate_fn=collator, **kwargs)
 
@@ -485,8 +500,13 @@ class Trainer:
         start_time, start_step = time.time(), self.state.global_step
         self._tokens_seen = 0
         self.current_flos = 0.0
-        with self.checkpointer.preemption_guard(loop):
-            train_loss = loop.run()
+        debugger = DebugUnderflowOverflow(self.model) if DebugOption.UNDERFLOW_OVERFLOW in args.debug else None
+        try:
+            with self.checkpointer.preemption_guard(loop):
+                train_loss = loop.run()
+        finally:
+            if debugger is not None:
+                debugger.remove()
         self.control = loop.control
         self.store_flos()
         steps_run = self.state.global_step - start_step
@@ -501,6 +521,8 @@ class Trainer:
             self.checkpointer.load_best_model()
         self.log(metrics)
         self.checkpointer.finish()
+        if self.is_world_process_zero() and args.should_save:
+            plot_training_curves(self.state.log_history, args.output_dir)
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
