@@ -68,7 +68,6 @@ PENDING_FEATURES: dict[str, str] = {
     "torch_compile": "torch.compile of the model",
     "push_to_hub": "pushing checkpoints to a model hub",
     "gradient_checkpointing": "activation checkpointing",
-    "auto_find_batch_size": "automatic batch-size search",
     "tpu_num_cores": "TPU training",
     "half_precision_backend": "apex mixed precision",
 }

@@ -43,6 +43,12 @@ from toolkit.debug import DebugUnderflowOverflow
 from toolkit.loops import LabelSmoother, TrainLoop
 from toolkit.loops import steps as default_steps
 from toolkit.loops.evaluation import EvaluationLoop
+from toolkit.memory import (
+    MemoryTracker,
+    device_peak_flops,
+    find_executable_batch_size,
+    model_flops_utilization,
+)
 from toolkit.metrics import format_metrics_table, metrics_format, speed_metrics, write_metrics_json
 from toolkit.optim import get_decay_parameter_names, get_optimizer_cls_and_kwargs, get_scheduler
 from toolkit.report import plot_training_curves
@@ -125,6 +131,10 @@ class Trainer:
             logger.info("No `TrainingArguments` passed, using output_dir='tmp_trainer'.")
             args = TrainingArguments(output_dir="tmp_trainer")
         self.args = args
+        self._memory_tracker = MemoryTracker(
+            enabled=not args.skip_memory_metrics, device="cpu" if args.use_cpu or args.no_cuda else None
+        )
+        self._memory_tracker.start("init")
         logging.getLogger("toolkit").setLevel(args.get_process_log_level())
         (enable_full_determinism if args.full_determinism else set_seed)(args.seed)
         if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
@@ -138,6 +148,7 @@ class Trainer:
         elif model_init is not None:
             logger.warning("Both `model` and `model_init` were passed; `model_init` will rebuild the model in train().")
         self.optimizer, self.lr_scheduler = optimizers
+        self._optimizer_given = self.optimizer is not None
         if model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
             raise RuntimeError(
                 "Passing `optimizers` is not allowed with `model_init`: the model is rebuilt, so the "
@@ -166,6 +177,8 @@ class Trainer:
         self._loss_scale = 1.0
         self._num_params: int | None = None
         self._tokens_seen = 0
+        self._grad_accum = args.gradient_accumulation_steps
+        self._batch_size_search: _BatchSizeSearch | None = None
         progress = PrinterCallback if args.disable_tqdm else ProgressCallback
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *_logger_callbacks(args), *(callbacks or []), progress],
@@ -177,6 +190,7 @@ class Trainer:
         self.control = TrainerControl()
         self.checkpointer = RunCheckpointer(self)
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        self._memory_tracker.stop_and_update_metrics()
 
     # ----------------------------------------------------------------- callbacks
     def add_callback(self, callback: TrainerCallback | type) -> None:
@@ -227,7 +241,7 @@ class Trainer:
         if args.group_by_length:
             names = getattr(self.tokenizer, "model_input_names", None) or ["input_ids"]
             return LengthGroupedSampler(
-                self._train_batch_size * args.gradient_accumulation_steps, dataset=dataset,
+                self._train_batch_size * self._grad_accum, dataset=dataset,
                 length_column_name=args.length_column_name, model_input_name=names[0], seed=self._data_seed(),
                 num_replicas=self.strategy.world_size, rank=self.strategy.global_rank,
                 drop_last=args.dataloader_drop_last,
@@ -411,7 +425,7 @@ class Trainer:
     def _training_length(self, dataloader: DataLoader) -> tuple[int, int, int | None]:
         """``(max_steps, num_epochs, steps_per_epoch)`` from the arguments and the data."""
         args = self.args
-        ga = args.gradient_accumulation_steps
+        ga = self._grad_accum
         try:
             n_batches = len(dataloader)
         except TypeError:
@@ -461,11 +475,32 @@ class Trainer:
         args = self.args
         checkpoint = self.checkpointer.resolve_resume(resume_from_checkpoint)
         self.checkpointer.begin_run(checkpoint)
-        if self.model_init is not None:
-            (enable_full_determinism if args.full_determinism else set_seed)(args.seed)
-            self.model = self.call_model_init(trial).to(self.strategy.device)
-            self.model_wrapped = self.model
-            self.optimizer, self.lr_scheduler = None, None
+        self._memory_tracker.start("train")
+        try:
+            if self.model_init is not None:
+                (enable_full_determinism if args.full_determinism else set_seed)(args.seed)
+                self.model = self.call_model_init(trial).to(self.strategy.device)
+                self.model_wrapped = self.model
+                self.optimizer, self.lr_scheduler = None, None
+            self._batch_size_search = _BatchSizeSearch(self) if args.auto_find_batch_size else None
+            inner = find_executable_batch_size(
+                self._inner_training_loop, starting_batch_size=args.train_batch_size,
+                auto_find_batch_size=args.auto_find_batch_size,
+            )
+            return inner(checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval)
+        finally:
+            self._memory_tracker.stop("train")
+            self.is_in_train = False
+
+    def _inner_training_loop(
+        self, batch_size: int, checkpoint: str | None, trial: Any, ignore_keys_for_eval: list[str] | None
+    ) -> TrainOutput:
+        args = self.args
+        ga = args.gradient_accumulation_steps
+        if self._batch_size_search is not None:
+            ga = self._batch_size_search.prepare(batch_size)
+        self._train_batch_size = batch_size
+        self._grad_accum = ga
         self.is_in_train = True
         train_dataloader = self.get_train_dataloader()
         max_steps, num_epochs, steps_per_epoch = self._training_length(train_dataloader)
@@ -476,7 +511,7 @@ class Trainer:
         loop = TrainLoop(
             self.model_wrapped, self.optimizer, train_dataloader, step_fn=self._loop_step,
             lr_scheduler=self.lr_scheduler, strategy=self.strategy, max_steps=max_steps, num_epochs=num_epochs,
-            steps_per_epoch=steps_per_epoch, gradient_accumulation_steps=args.gradient_accumulation_steps,
+            steps_per_epoch=steps_per_epoch, gradient_accumulation_steps=ga,
             max_grad_norm=args.max_grad_norm, loss_normalization=args.loss_normalization,
             label_names=self.label_names, callbacks=self.callback_handler, args=args, state=self.state,
             control=self.control, log_fn=self._log_training, save_fn=self._save_checkpoint,
@@ -494,8 +529,7 @@ class Trainer:
         logger.info(
             "***** Running training *****  examples=%s epochs=%s batch size=%s accumulation=%s steps=%s",
             self.num_examples(train_dataloader) if steps_per_epoch is not None else "unknown", num_epochs,
-            self._train_batch_size,
-            args.gradient_accumulation_steps, max_steps,
+            batch_size, ga, max_steps,
         )
         start_time, start_step = time.time(), self.state.global_step
         self._tokens_seen = 0
@@ -508,23 +542,34 @@ class Trainer:
             if debugger is not None:
                 debugger.remove()
         self.control = loop.control
+        flos_this_run = self.current_flos
         self.store_flos()
         steps_run = self.state.global_step - start_step
         metrics = speed_metrics(
-            "train", start_time, num_samples=steps_run * self._train_batch_size * args.gradient_accumulation_steps,
+            "train", start_time, num_samples=steps_run * batch_size * ga,
             num_steps=steps_run, num_tokens=self._tokens_seen if args.include_tokens_per_second else None,
         )
         metrics["total_flos"] = self.state.total_flos
         metrics["train_loss"] = train_loss
+        peak = device_peak_flops(self.strategy.device, self.precision_dtype())
+        if peak:
+            mfu = model_flops_utilization(flos_this_run, metrics["train_runtime"], peak * self.strategy.world_size)
+            if mfu is not None:
+                metrics["train_mfu"] = round(mfu, 4)
         self.is_in_train = False
         if args.load_best_model_at_end:
             self.checkpointer.load_best_model()
+        self._memory_tracker.stop_and_update_metrics(metrics)
         self.log(metrics)
         self.checkpointer.finish()
         if self.is_world_process_zero() and args.should_save:
             plot_training_curves(self.state.log_history, args.output_dir)
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
         return TrainOutput(self.state.global_step, train_loss, metrics)
+
+    def precision_dtype(self) -> Any:
+        """The compute dtype of the forward pass (for peak-FLOPs look-ups)."""
+        return getattr(self.precision, "dtype", "tf32")
 
     def store_flos(self) -> None:
         """Add the FLOPs counted since the last call to ``state.total_flos``."""
@@ -561,6 +606,7 @@ class Trainer:
             for name, dataset in datasets.items():
                 metrics.update(self.evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
+        self._memory_tracker.start("eval")
         dataloader = self.get_eval_dataloader(eval_dataset)
         start = time.time()
         output = self.evaluation_loop(
@@ -571,6 +617,7 @@ class Trainer:
         output.metrics.update(self._eval_speed(metric_key_prefix, start, output.num_samples))
         self.log(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop_and_update_metrics(output.metrics)
         return output.metrics
 
     def _eval_speed(self, prefix: str, start: float, num_samples: int | None) -> dict[str, float]:
@@ -581,6 +628,7 @@ class Trainer:
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
         """Predict on ``test_dataset``: numpy predictions, label ids (when present), metrics."""
+        self._memory_tracker.start("test")
         dataloader = self.get_test_dataloader(test_dataset)
         start = time.time()
         output = self.evaluation_loop(
@@ -588,6 +636,7 @@ class Trainer:
         )
         output.metrics.update(self._eval_speed(metric_key_prefix, start, output.num_samples))
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop_and_update_metrics(output.metrics)
         return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
     def evaluation_loop(
@@ -682,3 +731,34 @@ def _logger_callbacks(args: TrainingArguments) -> list[TrainerCallback]:
         raise NotImplementedError(f"report_to={names}: logging integrations are not supported by toolkit yet.")
     return []
 
+
+class _BatchSizeSearch:
+    """``auto_find_batch_size``: each retry restarts from the weights training began with,
+    and doubles gradient accumulation whenever the batch halves, so the effective batch
+    (and with it the result) stays the same."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.start_batch_size = trainer.args.train_batch_size
+        self.initial_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        self.attempts = 0
+
+    def prepare(self, batch_size: int) -> int:
+        """Reset for an attempt at ``batch_size``; return the accumulation steps to use."""
+        t = self.trainer
+        self.attempts += 1
+        if self.attempts > 1:
+            t.model.load_state_dict(self.initial_weights)
+            if t._optimizer_given:
+                t.optimizer.state.clear()  # the user's optimizer: keep it, drop its moments
+            else:
+                t.optimizer, t.lr_scheduler = None, None
+            t.control = TrainerControl()
+        factor = max(1, self.start_batch_size // batch_size)
+        accumulation = t.args.gradient_accumulation_steps * factor
+        if factor > 1:
+            logger.warning(
+                "auto_find_batch_size: training with per-device batch %d and gradient accumulation %d (effective "
+                "batch unchanged: %d).", batch_size, accumulation, batch_size * accumulation,
+            )
+        return accumulation

@@ -158,6 +158,7 @@ TOOLKIT_EXTRAS = [
     ("save_only_model", False),
     ("nan_inf_policy", "warn"),
     ("preemption_checkpoint", True),
+    ("save_async", False),
 ]
 SEQ2SEQ_EXTRAS = [
     ("sortish_sampler", False),
@@ -580,9 +581,6 @@ PENDING_CASES = [
     ("torch_compile", True),
     ("push_to_hub", True),
     ("gradient_checkpointing", True),
-    ("auto_find_batch_size", True),
-    ("group_by_length", True),
-    ("debug", "underflow_overflow"),
     ("tpu_num_cores", 8),
     ("half_precision_backend", "apex"),
 ]
@@ -605,7 +603,6 @@ def test_pending_features_raise_not_implemented(name, value):
         ({"torch_compile_backend": "inductor"}, "torch_compile"),
         ({"torch_compile_mode": "max-autotune"}, "torch_compile"),
         ({"fp16_backend": "apex"}, "half_precision_backend"),
-        ({"tpu_metrics_debug": True}, "debug"),
     ],
 )
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -622,7 +619,7 @@ def test_pending_defaults_and_off_values_are_fine():
 
 
 def test_pending_check_is_data_driven(monkeypatch):
-    for name in ("fsdp", "debug", "torch_compile"):
+    for name in ("fsdp", "torch_compile"):
         monkeypatch.delitem(PENDING_FEATURES, name)
     args = make(fsdp="full_shard auto_wrap", debug="underflow_overflow", torch_compile_backend="inductor")
     assert args.fsdp == [FSDPOption.FULL_SHARD, FSDPOption.AUTO_WRAP]
