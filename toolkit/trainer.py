@@ -40,6 +40,7 @@ from toolkit.data import (
     signature_columns,
 )
 from toolkit.debug import DebugUnderflowOverflow
+from toolkit.loggers import LoggerCallback, LoggerCollection, loggers_from_report_to
 from toolkit.loops import LabelSmoother, TrainLoop
 from toolkit.loops import steps as default_steps
 from toolkit.loops.evaluation import EvaluationLoop
@@ -181,7 +182,7 @@ class Trainer:
         self._batch_size_search: _BatchSizeSearch | None = None
         progress = PrinterCallback if args.disable_tqdm else ProgressCallback
         self.callback_handler = CallbackHandler(
-            [DefaultFlowCallback, *_logger_callbacks(args), *(callbacks or []), progress],
+            [DefaultFlowCallback, *_logger_callbacks(args, self.strategy.is_global_zero), *(callbacks or []), progress],
             model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
         )
         self.state = TrainerState(
@@ -724,12 +725,12 @@ def _prefixed(metric: str) -> str:
     return metric if metric.startswith("eval_") else f"eval_{metric}"
 
 
-def _logger_callbacks(args: TrainingArguments) -> list[TrainerCallback]:
-    """Callbacks for the ``report_to`` integrations (none are available yet)."""
-    names = [n for n in (args.report_to or []) if n not in ("all", "none")]
-    if names:
-        raise NotImplementedError(f"report_to={names}: logging integrations are not supported by toolkit yet.")
-    return []
+def _logger_callbacks(args: TrainingArguments, is_global_zero: bool) -> list[TrainerCallback]:
+    """One `LoggerCallback` feeding the ``report_to`` integrations (none when there are none)."""
+    loggers = loggers_from_report_to(
+        args.report_to, logging_dir=args.logging_dir, run_name=args.run_name, output_dir=args.output_dir
+    )
+    return [LoggerCallback(LoggerCollection(loggers, is_global_zero=is_global_zero))] if loggers else []
 
 
 class _BatchSizeSearch:
