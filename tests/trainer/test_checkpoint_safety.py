@@ -190,3 +190,41 @@ def test_early_stopping_patience_survives_a_resume(h, tmp_path):
     trainer.train(resume_from_checkpoint=True)
     # restored counter 1 at step 2, then two more bad evaluations stop at step 4 (not 5)
     assert trainer.state.global_step == 4
+
+
+class _Recorder(nn.Module):
+    """Remembers the first feature of every training sample it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+        self.seen: list[float] = []
+
+    def forward(self, x, labels=None):
+        if self.training:
+            self.seen.extend(x[:, 0].tolist())
+        out = self.lin(x).squeeze(-1)
+        return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
+
+
+def test_ignore_data_skip_restarts_the_epoch_instead_of_skipping(h, tmp_path):
+    def make(folder, **kw):
+        torch.manual_seed(0)
+        model = _Recorder()
+        args = h.make_args(folder, max_steps=6, per_device_train_batch_size=2, save_strategy="steps", save_steps=2, **kw)
+        return Trainer(model, args, train_dataset=h.regression_data(16)), model
+
+    full, full_model = make(tmp_path / "full")
+    full.train()
+    epoch = full_model.seen  # 6 steps x 2 samples of one 8-step epoch
+
+    skipping, model = make(tmp_path / "a")
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", tmp_path / "a" / "checkpoint-2")
+    skipping.train(resume_from_checkpoint=True)
+    assert model.seen == epoch[4:]  # continues at the third batch
+
+    restarting, model = make(tmp_path / "b", ignore_data_skip=True)
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    restarting.train(resume_from_checkpoint=True)
+    assert model.seen == epoch[: len(model.seen)]  # starts the epoch over
+    assert restarting.state.global_step == 6
