@@ -64,18 +64,10 @@ PENDING_FEATURES: dict[str, str] = {
     "fsdp_transformer_layer_cls_to_wrap": "FSDP layer-class auto wrapping",
     "sharded_ddp": "fairscale sharded DDP",
     "use_ipex": "Intel Extension for PyTorch",
-    "jit_mode_eval": "TorchScript tracing for inference",
-    "torch_compile": "torch.compile of the model",
-    "push_to_hub": "pushing checkpoints to a model hub",
-    "gradient_checkpointing": "activation checkpointing",
-    "tpu_num_cores": "TPU training",
-    "half_precision_backend": "apex mixed precision",
 }
 
 # For pending fields where only some non-default values are unsupported.
-_PENDING_WHEN: dict[str, Callable[[Any], bool]] = {
-    "half_precision_backend": lambda value: value == "apex",
-}
+_PENDING_WHEN: dict[str, Callable[[Any], bool]] = {}
 
 #: Names accepted by ``log_level`` / ``log_level_replica`` and their `logging` levels
 #: (``passive`` is -1: keep the level already set).
@@ -401,7 +393,9 @@ class TrainingArguments(metaclass=_ArgumentsMeta):
     resume_from_checkpoint: Optional[str] = _arg(
         None, "Checkpoint folder to resume from (read by scripts; pass it to train())."
     )
-    hub_model_id: Optional[str] = _arg(None, "Repository name on the model hub.")
+    hub_model_id: Optional[str] = _arg(
+        None, "Where to push: a store URL (file://, s3://, memory://, absolute path) or a Hub repository id."
+    )
     hub_strategy: Union[HubStrategy, str] = _arg("every_save", "What is pushed to the hub, and when.")
     hub_token: Optional[str] = _arg(None, "Access token for the model hub (masked in to_dict).")
     hub_private_repo: bool = _arg(False, "Create the hub repository as private.")
@@ -1085,10 +1079,11 @@ class TrainingArguments(metaclass=_ArgumentsMeta):
         private_repo: bool = False,
         always_push: bool = False,
     ) -> "TrainingArguments":
-        """Set the model-hub arguments and turn ``push_to_hub`` on (not supported yet).
+        """Set the model-hub arguments and turn ``push_to_hub`` on (see docs/hub.md).
 
         Args:
-            model_id: ``hub_model_id``.
+            model_id: ``hub_model_id``: a store URL (``file://``, ``s3://``, ``memory://``,
+                an absolute path) or a Hugging Face Hub repository id.
             strategy: ``hub_strategy``.
             token: ``hub_token``.
             private_repo: ``hub_private_repo``.
@@ -1096,9 +1091,6 @@ class TrainingArguments(metaclass=_ArgumentsMeta):
 
         Returns:
             self, re-validated.
-
-        Raises:
-            NotImplementedError: While ``push_to_hub`` is in `PENDING_FEATURES`.
         """
         return self._update(
             push_to_hub=True,

@@ -143,7 +143,38 @@ class RunCheckpointer:
 
     def save_checkpoint(self, metrics: dict[str, float] | None) -> str | None:
         """Save ``checkpoint-<global_step>`` (weights, optimizer, scheduler, scaler, RNG,
-        trainer state, loop position, arguments), update the best, rotate old ones."""
+        trainer state, loop position, arguments), update the best, rotate old ones.
+
+        Every process calls it: the RNG states of all processes are gathered first (one
+        ``rng_state_<rank>.pth`` each when there are several), only the saving process
+        (``args.should_save``) writes, and all of them wait at a barrier until it is done.
+        """
+        rng_files = {} if self.trainer.args.save_only_model else self._rng_files()
+        path = self._write_checkpoint(metrics, rng_files)
+        self.trainer.strategy.barrier()
+        return path
+
+    def _rng_files(self) -> dict[str, Any]:
+        strategy = self.trainer.strategy
+        if strategy.world_size == 1:
+            return {"rng_state.pth": get_rng_state()}
+        states = strategy.all_gather_object(get_rng_state())
+        return {f"rng_state_{rank}.pth": state for rank, state in enumerate(states)}
+
+    def _rng_for_this_process(self, files: dict[str, Any], path: str) -> dict[str, Any] | None:
+        strategy = self.trainer.strategy
+        name = "rng_state.pth" if strategy.world_size == 1 else f"rng_state_{strategy.global_rank}.pth"
+        if name in files:
+            return files[name]
+        other = "rng_state_0.pth" if strategy.world_size == 1 else "rng_state.pth"
+        if other in files or any(n.startswith("rng_state") for n in files):
+            logger.warning(
+                "%s holds no %s (saved with another number of processes); using %s: the random numbers "
+                "will not continue exactly.", path, name, other if other in files else "none",
+            )
+        return files.get(other)
+
+    def _write_checkpoint(self, metrics: dict[str, float] | None, rng_files: dict[str, Any]) -> str | None:
         t = self.trainer
         step = t.state.global_step
         path = self.manager.path_for(step)
@@ -169,7 +200,7 @@ class RunCheckpointer:
             scaler = t.precision.state_dict()
             if scaler:
                 files["scaler.pt"] = scaler
-            files["rng_state.pth"] = get_rng_state()
+            files.update(rng_files)
             files["loop_state.json"] = self._loop_state()
         files["trainer_state.json"] = _state_dict(t.state)
         files[TRAINING_ARGS_NAME] = t.args.to_dict()
@@ -185,6 +216,9 @@ class RunCheckpointer:
             self.manager.save(step, files, overwrite=overwrite)
             self.manager.rotate(best=t.state.best_model_checkpoint)
         self._written.add(path)
+        hub = getattr(t, "hub_sync", None)
+        if hub is not None:  # push_to_hub: hand the saved files to the background pusher
+            hub.checkpoint_saved(path, files)
         return path
 
     def _loop_state(self) -> dict[str, Any]:
@@ -272,13 +306,16 @@ class RunCheckpointer:
             saved_cb = state.stateful_callbacks.get(type(cb).__name__)
             if saved_cb is not None and callable(getattr(cb, "load_state_dict", None)):
                 cb.load_state_dict(saved_cb)
-        loop.resume(files.get("loop_state.json") or {}, rng_state=files.get("rng_state.pth"),
+        loop.resume(files.get("loop_state.json") or {}, rng_state=self._rng_for_this_process(files, path),
                     skip_data=not t.args.ignore_data_skip)
         logger.info("Resuming from %s at step %d", path, state.global_step)
 
     def load_best_model(self) -> None:
-        """Load the weights of ``state.best_model_checkpoint`` (``load_best_model_at_end``)."""
+        """Load the weights of ``state.best_model_checkpoint`` (``load_best_model_at_end``).
+        Every process calls it; each waits until the saving process has finished writing."""
         t = self.trainer
+        self.wait()
+        t.strategy.barrier()
         best = t.state.best_model_checkpoint
         if best is None:
             logger.warning("load_best_model_at_end: no best checkpoint was recorded; keeping the last weights.")
@@ -298,6 +335,9 @@ class RunCheckpointer:
         """End of training: wait for background saves, rotate once more, and exit after a
         preemption save."""
         self.wait()
+        hub = getattr(self.trainer, "hub_sync", None)
+        if hub is not None:  # pushes still running finish now; their errors surface here
+            hub.wait()
         if self.trainer.args.should_save:
             self.manager.rotate(best=self.trainer.state.best_model_checkpoint)
         if self.preempted:

@@ -34,12 +34,14 @@ from toolkit.data import (
     LengthGroupedSampler,
     RemoveColumnsCollator,
     ResumableRandomSampler,
+    ShardedEvalSampler,
     default_data_collator,
     remove_columns_from_hf_dataset,
     seed_worker,
     signature_columns,
 )
 from toolkit.debug import DebugUnderflowOverflow
+from toolkit.hub import HubSync
 from toolkit.loggers import LoggerCallback, LoggerCollection, loggers_from_report_to
 from toolkit.loops import LabelSmoother, TrainLoop
 from toolkit.loops import steps as default_steps
@@ -51,10 +53,14 @@ from toolkit.memory import (
     model_flops_utilization,
 )
 from toolkit.metrics import format_metrics_table, metrics_format, speed_metrics, write_metrics_json
+from toolkit.modelcard import create_trainer_model_card
 from toolkit.optim import get_decay_parameter_names, get_optimizer_cls_and_kwargs, get_scheduler
+from toolkit.precision.model_prep import compile_module, enable_gradient_checkpointing, inference_model
 from toolkit.report import plot_training_curves
 from toolkit.run_checkpoint import RunCheckpointer
+from toolkit.search import in_trial, run_hyperparameter_search, trial_scope
 from toolkit.state import TrainerControl, TrainerState
+from toolkit.strategies.eval_gather import OrderedGather
 from toolkit.types import DebugOption, EvalLoopOutput, PredictionOutput, TrainOutput
 from toolkit.utils.intervals import resolve_steps
 from toolkit.utils.seed import enable_full_determinism, set_seed
@@ -157,6 +163,7 @@ class Trainer:
             )
         parts = build_parts(args)
         self.strategy, self.precision = parts.strategy, parts.precision
+        self.strategy.setup_environment()  # e.g. the process group of a distributed launch
         self.is_model_parallel = bool(getattr(model, "is_parallelizable", False) and getattr(model, "model_parallel", False))
         self.place_model_on_device = bool(args.place_model_on_device) and not self.is_model_parallel
         if self.place_model_on_device:
@@ -190,6 +197,7 @@ class Trainer:
         )
         self.control = TrainerControl()
         self.checkpointer = RunCheckpointer(self)
+        self.hub_sync: HubSync | None = HubSync(self) if args.push_to_hub else None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         self._memory_tracker.stop_and_update_metrics()
 
@@ -247,7 +255,10 @@ class Trainer:
                 num_replicas=self.strategy.world_size, rank=self.strategy.global_rank,
                 drop_last=args.dataloader_drop_last,
             )
-        return ResumableRandomSampler(len(dataset), seed=self._data_seed())
+        return ResumableRandomSampler(
+            len(dataset), seed=self._data_seed(), num_replicas=self.strategy.world_size,
+            rank=self.strategy.global_rank, drop_last=args.dataloader_drop_last,
+        )
 
     def _data_seed(self) -> int:
         return self.args.data_seed if self.args.data_seed is not None else self.args.seed
@@ -268,9 +279,21 @@ class Trainer:
         dataset, collator = self._columns_removed(dataset, self.data_collator, description)
         kwargs = self._loader_kwargs(self.args.eval_batch_size)
         if not isinstance(dataset, IterableDataset):
-            kwargs["sampler"] = SequentialSampler(dataset)
-            kwargs["drop_last"] = self.args.dataloader_drop_last
+            kwargs["sampler"] = self._get_eval_sampler(dataset)
+            kwargs["drop_last"] = self.args.dataloader_drop_last and self.strategy.world_size == 1
         return DataLoader(dataset, collate_fn=collator, **kwargs)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """Sequential; with several processes, a strided shard per process (the evaluation
+        loop gathers the shards back into dataset order, each sample exactly once)."""
+        world = self.strategy.world_size
+        if world == 1:
+            return SequentialSampler(eval_dataset)
+        if self.args.dataloader_drop_last:
+            logger.warning("dataloader_drop_last is not applied to evaluation over %d processes: every sample "
+                           "is evaluated exactly once.", world)
+        return ShardedEvalSampler(len(eval_dataset), num_replicas=world, rank=self.strategy.global_rank,
+                                  contiguous=False)
 
     def get_eval_dataloader(self, eval_dataset: Dataset | None = None) -> DataLoader:
         """The evaluation `DataLoader` (sequential) for ``eval_dataset`` or the trainer's."""
@@ -468,11 +491,15 @@ class Trainer:
         Args:
             resume_from_checkpoint: a checkpoint folder, or True for the newest valid one
                 in ``output_dir``.
-            trial: a hyperparameter-search trial.
+            trial: a hyperparameter-search trial (an Optuna trial or a dict of argument
+                values): trains with its values in ``output_dir/run-<n>`` (see docs/search.md).
             ignore_keys_for_eval: output keys left out of predictions during evaluation.
         """
         if kwargs:
             raise TypeError(f"train() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        if trial is not None and not in_trial(self, trial):
+            with trial_scope(self, trial):
+                return self.train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         args = self.args
         checkpoint = self.checkpointer.resolve_resume(resume_from_checkpoint)
         self.checkpointer.begin_run(checkpoint)
@@ -506,9 +533,14 @@ class Trainer:
         train_dataloader = self.get_train_dataloader()
         max_steps, num_epochs, steps_per_epoch = self._training_length(train_dataloader)
         self.state = self._new_state(max_steps, num_epochs, trial)
+        if args.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        if args.torch_compile:
+            compile_module(self.model, args.torch_compile_backend, args.torch_compile_mode)
         self.model_wrapped = self.strategy.setup_module(self.model)
         self.create_optimizer_and_scheduler(num_training_steps=max_steps)
         self.strategy.setup(self.model, self.optimizer)
+        self.model_wrapped, self.optimizer = self.precision.setup(self.model_wrapped, self.optimizer)
         loop = TrainLoop(
             self.model_wrapped, self.optimizer, train_dataloader, step_fn=self._loop_step,
             lr_scheduler=self.lr_scheduler, strategy=self.strategy, max_steps=max_steps, num_epochs=num_epochs,
@@ -646,21 +678,26 @@ class Trainer:
     ) -> EvalLoopOutput:
         """Run the `EvaluationLoop` (shared by evaluate and predict)."""
         args = self.args
-        model = self.model_wrapped if self.is_in_train else self.model.to(self.strategy.device)
-        if not self.is_in_train and (args.fp16_full_eval or args.bf16_full_eval):
-            model = model.to(dtype=torch.float16 if args.fp16_full_eval else torch.bfloat16)
+        # the unwrapped module: a DDP forward is a collective, and processes may hold one batch less
+        model = self.strategy.unwrap(self.model_wrapped) if self.is_in_train else self.model.to(self.strategy.device)
+        half = None if self.is_in_train else "fp16" if args.fp16_full_eval else "bf16" if args.bf16_full_eval else None
+        example = (lambda: self._prepare_inputs(next(iter(dataloader)))) if args.jit_mode_eval else None
+        model, jit_seconds = inference_model(model, half=half, jit_example=example)
         self.callback_handler.set_objects(eval_dataloader=dataloader)
         loop = EvaluationLoop(
             prediction_step=self.prediction_step, compute_metrics=self.compute_metrics,
             preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
             prediction_loss_only=args.prediction_loss_only, include_inputs_for_metrics=args.include_inputs_for_metrics,
             eval_accumulation_steps=args.eval_accumulation_steps, callbacks=self.callback_handler,
-            args=args, state=self.state, control=self.control,
+            args=args, state=self.state, control=self.control, strategy=self.strategy,
+            gather=OrderedGather(self.strategy) if self.strategy.world_size > 1 else None,
         )
         output = loop.run(
             model, dataloader, description=description, prediction_loss_only=prediction_loss_only,
             ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
         )
+        if jit_seconds is not None:
+            output.metrics[f"{metric_key_prefix}_jit_compilation_time"] = jit_seconds
         self.control = loop.control
         return output
 
@@ -688,8 +725,11 @@ class Trainer:
 
     # ----------------------------------------------------------------- saving
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the weights (``model.safetensors`` by default), tokenizer and arguments."""
+        """Save the weights (``model.safetensors`` by default), tokenizer and arguments;
+        with ``push_to_hub=True`` also push them (`push_to_hub`, "Model save")."""
         self.checkpointer.save_model(output_dir or self.args.output_dir)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save")
 
     def save_state(self) -> None:
         """Write ``trainer_state.json`` to ``output_dir`` (main process only)."""
@@ -698,18 +738,50 @@ class Trainer:
             path = storage.join(self.args.output_dir, "trainer_state.json")
             storage.write_bytes(path, self.state.to_json_string().encode("utf-8"))
 
-    # ----------------------------------------------------------------- later features
-    def hyperparameter_search(self, *args: Any, **kwargs: Any) -> Any:
-        """Hyperparameter search (not supported by toolkit yet)."""
-        raise NotImplementedError("hyperparameter_search is not supported by toolkit yet.")
+    # ----------------------------------------------------------------- search, model card, hub
+    def hyperparameter_search(
+        self, hp_space: Callable[[Any], dict[str, Any]] | None = None,
+        compute_objective: Callable[[dict[str, float]], Any] | None = None, n_trials: int = 20,
+        direction: str | list[str] = "minimize", backend: Any = None, hp_name: Callable[[Any], str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Search hyperparameters with Optuna (default) or Ray Tune; needs ``model_init``.
 
-    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
-        """Push to a model store (not supported by toolkit yet)."""
-        raise NotImplementedError("push_to_hub is not supported by toolkit yet.")
+        Each trial trains from a fresh ``model_init`` model with its values set on a copy
+        of the arguments, in ``output_dir/run-<n>`` (or ``hp_name(trial)``). The objective
+        (``compute_objective(metrics)``; default: the eval loss, or the sum of the other
+        metrics) is taken after each evaluation, which also lets the backend prune.
 
-    def create_model_card(self, *args: Any, **kwargs: Any) -> Any:
-        """Write a model card (not supported by toolkit yet)."""
-        raise NotImplementedError("create_model_card is not supported by toolkit yet.")
+        Returns:
+            `BestRun` (run_id, objective, hyperparameters, run_summary), or a list of them
+            when ``direction`` is a list (multi-objective). See docs/search.md.
+        """
+        return run_hyperparameter_search(
+            self, hp_space=hp_space, compute_objective=compute_objective, n_trials=n_trials,
+            direction=direction, backend=backend, hp_name=hp_name, **kwargs,
+        )
+
+    def create_model_card(
+        self, language: str | None = None, license: str | None = None, tags: str | list[str] | None = None,
+        model_name: str | None = None, finetuned_from: str | None = None, tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None, dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> str | None:
+        """Write ``output_dir/README.md``: metadata header, hyperparameters, evaluation
+        results per evaluation, framework versions. Returns its path (main process)."""
+        return create_trainer_model_card(
+            self, language=language, license=license, tags=tags, model_name=model_name,
+            finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
+            dataset_args=dataset_args,
+        )
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, **kwargs: Any) -> Any:
+        """Save the model and its card into ``output_dir`` and push them to ``hub_model_id``
+        (a store URL or a Hub repository; see docs/hub.md). ``kwargs`` go to
+        `create_model_card`. Returns the store URL, or a `Future` of it when not blocking."""
+        if self.hub_sync is None:
+            self.hub_sync = HubSync(self)
+        return self.hub_sync.push_to_hub(commit_message, blocking=blocking, **kwargs)
 
 
 def _batch_tokens(inputs: Any) -> int:

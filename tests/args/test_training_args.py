@@ -577,12 +577,6 @@ PENDING_CASES = [
     ("fsdp_transformer_layer_cls_to_wrap", "Block"),
     ("sharded_ddp", "simple"),
     ("use_ipex", True),
-    ("jit_mode_eval", True),
-    ("torch_compile", True),
-    ("push_to_hub", True),
-    ("gradient_checkpointing", True),
-    ("tpu_num_cores", 8),
-    ("half_precision_backend", "apex"),
 ]
 
 
@@ -598,17 +592,26 @@ def test_pending_features_raise_not_implemented(name, value):
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
+    "kwargs, name, value",
     [
-        ({"torch_compile_backend": "inductor"}, "torch_compile"),
-        ({"torch_compile_mode": "max-autotune"}, "torch_compile"),
-        ({"fp16_backend": "apex"}, "half_precision_backend"),
+        ({"torch_compile_backend": "inductor"}, "torch_compile", True),
+        ({"torch_compile_mode": "max-autotune"}, "torch_compile", True),
+        ({"fp16_backend": "apex"}, "half_precision_backend", "apex"),
     ],
 )
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_pending_features_reached_indirectly(kwargs, name):
-    with pytest.raises(NotImplementedError, match=f"`{name}`"):
-        make(**kwargs)
+def test_implemented_features_reached_indirectly(kwargs, name, value):
+    # once pending, now implemented: the indirect spellings turn the feature on
+    assert getattr(make(**kwargs), name) == value
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("jit_mode_eval", True), ("torch_compile", True), ("gradient_checkpointing", True), ("tpu_num_cores", 8)],
+)
+def test_precision_and_execution_features_are_accepted(name, value):
+    assert name not in PENDING_FEATURES
+    assert getattr(make(**{name: value}), name) == value
 
 
 def test_pending_defaults_and_off_values_are_fine():
@@ -620,7 +623,7 @@ def test_pending_defaults_and_off_values_are_fine():
 
 def test_pending_check_is_data_driven(monkeypatch):
     for name in ("fsdp", "torch_compile"):
-        monkeypatch.delitem(PENDING_FEATURES, name)
+        monkeypatch.delitem(PENDING_FEATURES, name, raising=False)
     args = make(fsdp="full_shard auto_wrap", debug="underflow_overflow", torch_compile_backend="inductor")
     assert args.fsdp == [FSDPOption.FULL_SHARD, FSDPOption.AUTO_WRAP]
     assert args.debug == [DebugOption.UNDERFLOW_OVERFLOW]
@@ -762,12 +765,9 @@ def test_set_helpers_validate_and_leave_object_unchanged_on_error():
         args.set_lr_scheduler(name="nope")
     with pytest.raises(ValueError, match="per_device_train_batch_size"):
         args.set_dataloader(train_batch_size=0)
-    with pytest.raises(NotImplementedError, match="`push_to_hub`"):
-        args.set_push_to_hub("me/model", token="secret")
-    with pytest.raises(NotImplementedError, match="`gradient_checkpointing`"):
-        args.set_training(gradient_checkpointing=True)
     assert args.to_dict() == before
     assert args.hub_token is None and args.push_to_hub is False
+    assert args.set_training(gradient_checkpointing=True).gradient_checkpointing is True
 
 
 def test_set_helpers_do_not_repeat_deprecation_warnings(recwarn):

@@ -25,6 +25,7 @@ from torch import nn
 
 from toolkit.callbacks.base import CallbackHandler
 from toolkit.state import TrainerControl, TrainerState
+from toolkit.strategies.base import Strategy
 from toolkit.types import EvalLoopOutput, EvalPrediction
 from toolkit.utils.nested import (
     find_batch_size,
@@ -45,6 +46,7 @@ PredictionStep = Callable[
 ]
 
 _LEAF = "leaf"
+_END = object()  # marks an exhausted dataloader
 
 
 def _spec_of(tree: Tree) -> Any:
@@ -253,9 +255,15 @@ class EvaluationLoop:
         args: passed to callbacks as ``args``.
         state: passed to callbacks (a fresh `TrainerState` when omitted).
         control: passed to callbacks and replaced by what they return.
-        gather: a hook from a distributed strategy, applied to each batch's
-            ``(loss, logits, labels)`` (and to the kept inputs) before they are kept; the
-            padded duplicates it adds are dropped by truncating to ``len(dataset)``.
+        gather: a hook applied to each batch's ``(logits, labels, inputs)`` before they are
+            kept (e.g. `toolkit.strategies.eval_gather.OrderedGather`, which gathers them from
+            every process in dataset order); padding rows it adds past the end are dropped
+            by truncating to ``len(dataset)``. The loss is never gathered (see ``strategy``).
+        strategy: the processes sharing the evaluation. With more than one, the loss sums,
+            item and sample counts are summed across processes once at the end (so the
+            loss is averaged over every sample exactly), and the loop runs until every
+            process is out of batches: one that runs out first calls ``gather(None)`` for
+            the remaining steps, so the collective calls line up.
 
     Example:
         >>> import torch
@@ -285,6 +293,7 @@ class EvaluationLoop:
         state: TrainerState | None = None,
         control: TrainerControl | None = None,
         gather: Callable[[Tree], Tree] | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         if eval_accumulation_steps is not None and (
             not isinstance(eval_accumulation_steps, int) or eval_accumulation_steps < 1
@@ -307,6 +316,7 @@ class EvaluationLoop:
         self.state = state if state is not None else TrainerState()
         self.control = control if control is not None else TrainerControl()
         self.gather = gather
+        self.strategy = strategy
 
     def _main_input(self, inputs: Any) -> Any:
         if not isinstance(inputs, Mapping) or self.main_input_name not in inputs:
@@ -316,6 +326,27 @@ class EvaluationLoop:
                 f"main_input_name={self.main_input_name!r}; got {keys}"
             )
         return inputs[self.main_input_name]
+
+    @staticmethod
+    def _keep(kept: Tree, preds: PredictionAccumulator, labels: PredictionAccumulator,
+              inputs: PredictionAccumulator) -> None:
+        logits, label_ids, main_inputs = kept
+        preds.add(logits)
+        labels.add(label_ids)
+        inputs.add(main_inputs)
+
+    def _agreed_steps(self, dataloader: Iterable) -> int | None:
+        """The most batches any process has (one collective), or None when a dataloader has no length."""
+        try:
+            n = len(dataloader)  # type: ignore[arg-type]
+        except TypeError:
+            n = -1
+        counts = self.strategy.all_gather(torch.tensor(n))
+        return None if int(counts.min()) < 0 else int(counts.max())
+
+    def _anyone_has(self, has_batch: bool) -> bool:
+        """Whether any process still has a batch (one collective per step)."""
+        return bool(self.strategy.reduce(torch.tensor(float(has_batch)), "sum").item() > 0)
 
     def run(
         self,
@@ -355,8 +386,24 @@ class EvaluationLoop:
         start = time.perf_counter()
         was_training = model.training
         model.eval()
+        collective = self.strategy is not None and self.strategy.world_size > 1
+        steps = self._agreed_steps(dataloader) if collective else None
+        iterator = iter(dataloader)
+        step = 0
         try:
-            for step, inputs in enumerate(dataloader):
+            while True:
+                inputs = next(iterator, _END)
+                if not collective:
+                    more = inputs is not _END
+                else:
+                    more = step < steps if steps is not None else self._anyone_has(inputs is not _END)
+                if not more:
+                    break
+                if inputs is _END:  # out of batches while other processes still gather
+                    if self.gather is not None and not loss_only:
+                        self._keep(self.gather(None), preds_acc, labels_acc, inputs_acc)
+                    step += 1
+                    continue
                 batch_size = find_batch_size(inputs)
                 with torch.no_grad():
                     loss, logits, labels = self.prediction_step(model, inputs, loss_only, ignore_keys)
@@ -365,15 +412,7 @@ class EvaluationLoop:
                     kept_inputs = self._main_input(inputs)
                 if logits is not None and not loss_only and self.preprocess_logits_for_metrics is not None:
                     logits = self.preprocess_logits_for_metrics(logits, labels)
-                if self.gather is not None:
-                    loss, logits, labels = self.gather((loss, logits, labels))
-                    if kept_inputs is not None:
-                        kept_inputs = self.gather(kept_inputs)
-                    observed += find_batch_size((logits, labels)) or batch_size or 0
-                else:
-                    observed += batch_size or 0
-                # a gathered loss holds one mean per rank; each counts with the local batch
-                # size (the distributed sampler pads ranks to equal batch sizes)
+                observed += batch_size or 0
                 weight = 1 if batch_size is None else batch_size
 
                 if loss is not None:
@@ -383,9 +422,8 @@ class EvaluationLoop:
                     loss_sum = part if loss_sum is None else loss_sum + part
                     loss_count += flat.numel() * weight
                 if not loss_only:
-                    preds_acc.add(logits)
-                    labels_acc.add(labels)
-                    inputs_acc.add(kept_inputs)
+                    kept = (logits, labels, kept_inputs)
+                    self._keep(self.gather(kept) if self.gather is not None else kept, preds_acc, labels_acc, inputs_acc)
 
                 if fire_step:
                     self.control = self.callbacks.on_prediction_step(self.args, self.state, self.control)
@@ -393,8 +431,16 @@ class EvaluationLoop:
                     preds_acc.offload()
                     labels_acc.offload()
                     inputs_acc.offload()
+                step += 1
         finally:
             model.train(was_training)
+        if collective:  # one collective: loss sum, loss items and samples of every process
+            local = [0.0 if loss_sum is None else float(loss_sum), float(loss_count), float(observed)]
+            total_loss, total_count, total_observed = self.strategy.reduce(
+                torch.tensor(local, dtype=torch.float64), "sum"
+            ).tolist()
+            loss_sum = torch.tensor(total_loss, dtype=torch.float64) if total_count > 0 else None
+            loss_count, observed = round(total_count), round(total_observed)
 
         predictions = preds_acc.result()
         label_ids = labels_acc.result()

@@ -444,7 +444,10 @@ class TrainLoop:
                 self.batches_in_epoch += len(window)
                 apply_update = True
                 if check_each_step:
-                    apply_update = self._check_nonfinite(torch.stack(window_loss).sum())
+                    window_total = torch.stack(window_loss).sum()
+                    if strategy.world_size > 1:  # every process must take the same decision
+                        window_total = strategy.reduce(window_total, "sum")
+                    apply_update = self._check_nonfinite(window_total)
                 if apply_update:
                     if clip:
                         strategy.clip_grad_norm(model, optimizer, self.max_grad_norm)

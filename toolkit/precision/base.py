@@ -36,6 +36,13 @@ class Precision:
 
     name = "fp32"
 
+    def setup(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None
+    ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
+        """Prepare a model and its optimizer once, before training (identity here; apex
+        patches both). Returns the pair to use from now on."""
+        return model, optimizer
+
     def convert_module(self, module: nn.Module) -> nn.Module:
         """Return the module in this precision's parameter dtype (unchanged for fp32)."""
         return module

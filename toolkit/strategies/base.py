@@ -187,6 +187,10 @@ class Strategy:
         """Gather a tensor from every process, stacked along a new first dimension."""
         return tensor.unsqueeze(0)
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Gather a picklable object from every process: a list in rank order."""
+        return [obj]
+
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """Send a picklable object from ``src`` to every process."""
         return obj
