@@ -986,3 +986,10 @@ def test_env_bad_values_are_clear_errors():
 
 
 # ----------------------------------------------------------------------------- docs
+
+
+def test_arguments_doc_lists_exactly_the_pending_features():
+    text = (REPO / "docs" / "arguments.md").read_text(encoding="utf-8")
+    section = text.split("## Not supported yet", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`([a-z_]+)`", section)) - {"field", "description"}
+    assert listed == set(PENDING_FEATURES)
