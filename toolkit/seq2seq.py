@@ -67,6 +67,7 @@ class Seq2SeqTrainer(Trainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._check_can_generate()
         config = getattr(self.args, "generation_config", None)
         if config is not None:
             self.model.generation_config = self.load_generation_config(config, model=self.model)
@@ -127,13 +128,16 @@ class Seq2SeqTrainer(Trainer):
         num_beams = getattr(args, "generation_num_beams", None)
         if out.get("num_beams") is None and num_beams is not None:
             out["num_beams"] = num_beams
-        if getattr(args, "predict_with_generate", False) and not callable(getattr(self.model, "generate", None)):
+        self._check_can_generate()
+        return out
+
+    def _check_can_generate(self) -> None:
+        if getattr(self.args, "predict_with_generate", False) and not callable(getattr(self.model, "generate", None)):
             raise TypeError(
                 f"predict_with_generate=True needs a model with a `generate` method; {type(self.model).__name__} "
                 "has none. Inherit toolkit.generation.Seq2SeqGenerationMixin (with encode/decode methods) "
                 "or use a transformers model."
             )
-        return out
 
     # ----------------------------------------------------------------- data
     def _get_train_sampler(self, dataset: Any = None) -> Any:

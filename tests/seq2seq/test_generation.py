@@ -216,6 +216,62 @@ def test_beam_search_finds_a_better_sequence_than_greedy():
     assert model.score(beam) == pytest.approx(math.log(0.4 * 0.99), abs=1e-4)
 
 
+def test_eos_outside_the_best_beams_does_not_finish_a_sequence():
+    # with one beam, EOS ranked second at step 1 must not become a finished sequence
+    # (it would win: log 0.45 / 1 > log(0.55 * 0.3) / 2); beam search then equals greedy
+    A = 3
+    model = TableModel({(START,): {A: 0.55, EOS: 0.45}, (START, A): {EOS: 0.3, 4: 0.25, A: 0.25, PAD: 0.2}})
+    ids = torch.tensor([[5]])
+    config = resolve_generation_config(model, max_length=3, num_beams=1)
+    assert beam_search(model, ids, None, config).tolist() == [[START, A, EOS]]
+    assert greedy_search(model, ids, None, config).tolist() == [[START, A, EOS]]
+    # two beams, step 2 ranks: [X, EOS] .25, [X, A] .2, [Y, EOS] .18 (third: not finished),
+    # [Y, C] .14. With early_stopping=True, counting [Y, EOS] would stop the search
+    # before [X, A, EOS] (log .198 / 3 beats log .25 / 2) is found
+    X, Y, A, C, D = 3, 4, 5, 6, 7
+    table = {
+        (START,): {X: 0.5, Y: 0.4, D: 0.1},
+        (START, X): {EOS: 0.5, A: 0.4, D: 0.1},
+        (START, Y): {EOS: 0.45, C: 0.35, D: 0.2},
+        (START, X, A): {EOS: 0.99, D: 0.01},
+    }
+    model = TableModel(table, vocab=8)
+    out = generate(model, ids, max_length=6, num_beams=2, length_penalty=1.0, early_stopping=True)
+    assert out.tolist() == [[START, X, A, EOS]]
+
+
+def test_early_stopping_true_stops_at_the_first_finished_beams():
+    # two sequences finish by step 2 ([EOS]: 0.3, [B, EOS]: 0.18) while [A, C] (0.45) runs;
+    # early_stopping=True stops there, False/"never" go on and find [A, C, EOS] (0.405)
+    A, B, C = 3, 4, 5
+    table = {
+        (START,): {A: 0.5, EOS: 0.3, B: 0.2},
+        (START, A): {C: 0.9, EOS: 0.1},
+        (START, B): {EOS: 0.9, C: 0.1},
+        (START, A, C): {EOS: 0.9, C: 0.1},
+    }
+    model = TableModel(table, vocab=6)
+    ids = torch.tensor([[5]])
+    run = lambda stop: generate(model, ids, max_length=5, num_beams=2, length_penalty=0.0, early_stopping=stop)  # noqa: E731
+    assert run(True).tolist() == [[START, EOS]]
+    assert run(False).tolist() == [[START, A, C, EOS]]
+    assert run("never").tolist() == [[START, A, C, EOS]]
+
+
+def test_early_stopping_never_bounds_with_the_longest_possible_length():
+    # [EOS] (0.6) finishes first; with length_penalty=2 the estimate of False
+    # (log .4 / 1**2) says [A ...] cannot beat it, the exact bound of "never"
+    # (log .4 / 4**2) says it might, and [A, EOS] (log .396 / 2**2) does
+    A = 3
+    model = TableModel({(START,): {EOS: 0.6, A: 0.4}, (START, A): {EOS: 0.99, 4: 0.01}})
+    ids = torch.tensor([[5]])
+    results = {}
+    for stop in (False, "never"):
+        config = resolve_generation_config(model, max_length=4, num_beams=1, length_penalty=2.0, early_stopping=stop)
+        results[stop] = beam_search(model, ids, None, config).tolist()
+    assert results == {False: [[START, EOS]], "never": [[START, A, EOS]]}
+
+
 def test_length_penalty_trades_length_for_probability():
     # finishing at once: 0.5; one token more then EOS: 0.4 * 0.9 = 0.36
     A = 3

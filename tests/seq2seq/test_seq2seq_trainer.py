@@ -36,7 +36,7 @@ class EchoModel(nn.Module):
         loss = (self.scale * input_ids.float().mean(1) - labels.clamp(min=0).float().mean(1)).pow(2).mean()
         return {"loss": loss, "logits": logits}
 
-    def generate(self, input_ids, **kwargs):
+    def generate(self, input_ids, attention_mask=None, **kwargs):
         self.calls.append(kwargs)
         start = torch.full((input_ids.shape[0], 1), START, dtype=torch.long)
         return torch.cat([start, input_ids], dim=1)
@@ -75,10 +75,10 @@ def _data(widths=(2, 2, 6, 6)) -> list[dict]:
 
 def _trainer(tmp_path, model=None, **kw) -> Seq2SeqTrainer:
     compute_metrics = kw.pop("compute_metrics", lambda p: {"n": float(len(p.predictions))})
+    tokenizer = kw.pop("tokenizer", None)
     return Seq2SeqTrainer(
         model if model is not None else EchoModel(), _args(tmp_path, **kw),
-        data_collator=DataCollatorWithPadding(pad_token_id=0), compute_metrics=compute_metrics,
-        tokenizer=kw.pop("tokenizer", None),
+        data_collator=DataCollatorWithPadding(pad_token_id=0), compute_metrics=compute_metrics, tokenizer=tokenizer,
     )
 
 
@@ -212,7 +212,10 @@ def test_generation_config_argument_forms(tmp_path, form):
 def test_bad_generation_config_and_models_without_generate(tmp_path):
     with pytest.raises(ValueError, match="neither a file nor a folder"):
         _trainer(tmp_path, StopAtOnce(), generation_config=str(tmp_path / "missing"))
-    trainer = _trainer(tmp_path, nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="Seq2SeqGenerationMixin"):  # before any training
+        _trainer(tmp_path, nn.Linear(2, 2))
+    trainer = _trainer(tmp_path, nn.Linear(2, 2), predict_with_generate=False)
+    trainer.args.predict_with_generate = True
     with pytest.raises(TypeError, match="Seq2SeqGenerationMixin"):
         trainer.evaluate([{"input": torch.ones(2)}])
 
@@ -223,8 +226,9 @@ def test_sortish_sampler_groups_training_batches_by_length(tmp_path):
     trainer.train_dataset = data
     loader = trainer.get_train_dataloader()
     assert isinstance(loader.sampler, LengthGroupedSampler)
-    lengths = [len(data[i]["input_ids"]) for i in loader.sampler]
-    assert lengths[:2] == [8, 7] or lengths[:2] == [7, 8]  # the longest batch goes first
+    order = list(loader.sampler)
+    assert sorted(order) == list(range(8)) and loader.sampler.batch_size == 2
+    assert 8 in [len(data[i]["input_ids"]) for i in order[:2]]  # the longest batch goes first
     plain = _trainer(tmp_path, per_device_train_batch_size=2)
     plain.train_dataset = data
     assert not isinstance(plain.get_train_dataloader().sampler, LengthGroupedSampler)
