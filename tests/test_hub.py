@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 import sys
 import threading
 import urllib.request
@@ -18,7 +19,7 @@ from torch import nn
 
 from toolkit import Trainer, TrainingArguments
 from toolkit.callbacks import TrainerCallback
-from toolkit.checkpoint import FsspecCheckpointIO, files
+from toolkit.checkpoint import FsspecCheckpointIO
 from toolkit.checkpoint.serialization import tensors_from_bytes
 from toolkit.hub import FsspecModelStore, HubModelStore, HubPushError, HubSync, ModelPusher, model_store
 
@@ -330,7 +331,7 @@ class FakeApi:
                                              **kwargs}))
 
     def upload_folder(self, **kwargs):
-        names = sorted(p.name for p in __import__("pathlib").Path(kwargs["folder_path"]).iterdir())
+        names = sorted(p.name for p in pathlib.Path(kwargs["folder_path"]).iterdir())
         self.calls.append(("upload_folder", {**kwargs, "names": names}))
 
 

@@ -61,6 +61,12 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """NumPy scalars (Ray Tune samples them) as Python numbers, so the state stays JSON-able."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and getattr(value, "shape", None) == () else value
+
+
 def args_for_trial(args: Any, params: Mapping[str, Any], output_dir: str) -> Any:
     """A validated copy of ``args`` with ``params`` set by field name and ``output_dir``.
 
@@ -155,7 +161,7 @@ class TrialScope:
             raise ValueError(f"hp_name must return a non-empty folder name, got {run_name!r}")
         self.trainer = trainer
         self.trial = trial
-        self.params = dict(params)
+        self.params = {k: _plain(v) for k, v in params.items()}
         self.run_name = run_name
         self.compute_objective = compute_objective
         self.n_objectives = n_objectives
