@@ -70,6 +70,9 @@ class RunCheckpointer:
     def _previous_run_files(self, resume_path: str | None) -> list[str]:
         """Files of an earlier run in ``output_dir`` that training would overwrite."""
         resume_step = _step_of(resume_path) if resume_path is not None else None
+        if resume_path is not None and resume_step is None:  # e.g. a pushed ".../last-checkpoint"
+            saved = self.manager.io.load(resume_path, names=["trainer_state.json"])["trainer_state.json"]
+            resume_step = int(saved.get("global_step", 0))
         found = []
         for path in self.manager.list_checkpoints():
             step = _step_of(path)

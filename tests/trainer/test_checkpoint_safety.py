@@ -228,3 +228,15 @@ def test_ignore_data_skip_restarts_the_epoch_instead_of_skipping(h, tmp_path):
     restarting.train(resume_from_checkpoint=True)
     assert model.seen == epoch[: len(model.seen)]  # starts the epoch over
     assert restarting.state.global_step == 6
+
+
+def test_resuming_a_checkpoint_not_named_by_step_compares_its_global_step(h, tmp_path):
+    _trainer(h, tmp_path / "run").train()  # checkpoints 2, 4, 6
+    shutil.copytree(tmp_path / "run" / "checkpoint-4", tmp_path / "store" / "last-checkpoint")
+    # only checkpoint-6 is newer than the copied step-4 state: refused without overwrite_output_dir
+    with pytest.raises(ValueError, match="checkpoint-6"):
+        _trainer(h, tmp_path / "run").train(resume_from_checkpoint=str(tmp_path / "store" / "last-checkpoint"))
+    shutil.rmtree(tmp_path / "run" / "checkpoint-6")
+    trainer = _trainer(h, tmp_path / "run")
+    trainer.train(resume_from_checkpoint=str(tmp_path / "store" / "last-checkpoint"))
+    assert trainer.state.global_step == MAX_STEPS
