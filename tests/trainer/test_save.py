@@ -191,3 +191,29 @@ def test_without_load_best_model_at_end_the_last_weights_stay(h, tmp_path):
 def test_best_metric_direction(h, tmp_path, greater_is_better, best):
     trainer, _ = _best_run(h, tmp_path, [3.0, 9.0, 1.0, 5.0], greater_is_better=greater_is_better)
     assert trainer.state.best_model_checkpoint.endswith(best)
+
+
+class _Tokenizer:
+    """A tokenizer stand-in: pads with id 9 and saves a vocabulary file."""
+
+    pad_token_id = 9
+    padding_side = "right"
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def save_pretrained(self, folder):
+        import os
+
+        with open(os.path.join(folder, "vocab.txt"), "w") as f:
+            f.write("a\nb\n")
+
+
+def test_tokenizer_pads_by_default_and_is_saved_with_the_model(h, tmp_path):
+    from toolkit.data import DataCollatorWithPadding
+
+    trainer = Trainer(h.seeded(h.TokenModel), h.make_args(tmp_path), tokenizer=_Tokenizer())
+    assert isinstance(trainer.data_collator, DataCollatorWithPadding)
+    batch = trainer.data_collator([{"input_ids": [1, 2, 3]}, {"input_ids": [4]}])
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 9, 9]]
+    trainer.save_model()
+    assert (tmp_path / "vocab.txt").read_text() == "a\nb\n"
+    assert (tmp_path / "model.safetensors").is_file()
