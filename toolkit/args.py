@@ -57,11 +57,6 @@ ARGUMENT_ALIASES: dict[str, str] = {
 #: Fields whose feature toolkit does not implement yet: field name -> what it is.
 #: Setting one of them to a non-default value raises `NotImplementedError`.
 PENDING_FEATURES: dict[str, str] = {
-    "deepspeed": "DeepSpeed integration",
-    "fsdp": "fully sharded data parallel",
-    "fsdp_config": "FSDP configuration",
-    "fsdp_min_num_params": "FSDP size-based auto wrapping",
-    "fsdp_transformer_layer_cls_to_wrap": "FSDP layer-class auto wrapping",
     "sharded_ddp": "fairscale sharded DDP",
     "use_ipex": "Intel Extension for PyTorch",
 }

@@ -89,8 +89,42 @@ def _single_device_from_args(cls: type[Strategy], args: Any, env: DistributedEnv
     return cls(device, precision=precision_from_args(args, device))
 
 
+def _fsdp_from_args(cls: type[Strategy], args: Any, env: DistributedEnv) -> Strategy:
+    from toolkit.strategies.fsdp import fsdp_plan, load_fsdp_config
+
+    plan = fsdp_plan(
+        getattr(args, "fsdp", None) or ["full_shard"], load_fsdp_config(getattr(args, "fsdp_config", None)),
+        min_num_params=getattr(args, "fsdp_min_num_params", 0) or 0,
+        transformer_layer_cls_to_wrap=getattr(args, "fsdp_transformer_layer_cls_to_wrap", None),
+    )
+    device = _ddp_device(args, env)
+    return cls(
+        device, precision=precision_from_args(args, device), env=env, plan=plan,
+        backend=getattr(args, "ddp_backend", None), timeout=getattr(args, "ddp_timeout", None),
+        find_unused_parameters=getattr(args, "ddp_find_unused_parameters", None),
+        bucket_cap_mb=getattr(args, "ddp_bucket_cap_mb", None),
+        broadcast_buffers=getattr(args, "ddp_broadcast_buffers", None),
+    )
+
+
+def _deepspeed_from_args(cls: type[Strategy], args: Any, env: DistributedEnv) -> Strategy:
+    """fp16/bf16 belong to the DeepSpeed config ("auto" follows the flags): no autocast precision."""
+    if getattr(args, "deepspeed", None) is None:
+        raise ValueError("strategy='deepspeed' needs a DeepSpeed configuration: set deepspeed= (a JSON path or a dict)")
+    auto = {
+        "micro_batch_size": args.per_device_train_batch_size, "gradient_accumulation_steps":
+        args.gradient_accumulation_steps, "max_grad_norm": args.max_grad_norm, "learning_rate": args.learning_rate,
+        "adam_beta1": args.adam_beta1, "adam_beta2": args.adam_beta2, "adam_epsilon": args.adam_epsilon,
+        "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps or None,
+        "warmup_ratio": args.warmup_ratio, "fp16": bool(args.fp16), "bf16": bool(args.bf16),
+    }
+    return cls(args.deepspeed, _ddp_device(args, env), env=env, auto_values=auto,
+               backend=getattr(args, "ddp_backend", None))
+
+
 #: How the arguments become constructor parameters, per registered strategy name.
-_STRATEGY_FROM_ARGS = {"ddp": _ddp_from_args, "single_device": _single_device_from_args}
+_STRATEGY_FROM_ARGS = {"ddp": _ddp_from_args, "single_device": _single_device_from_args, "fsdp": _fsdp_from_args,
+                       "deepspeed": _deepspeed_from_args}
 
 
 def strategy_from_args(args: Any, strategy: Strategy | str | None = None) -> Strategy:
@@ -110,6 +144,12 @@ def strategy_from_args(args: Any, strategy: Strategy | str | None = None) -> Str
     env = getattr(args, "distributed_env", None)
     if not isinstance(env, DistributedEnv):
         env = detect_distributed_env()
+    if getattr(args, "fsdp", None) and getattr(args, "deepspeed", None) is not None:
+        raise ValueError("fsdp and deepspeed are both set; choose one of them")
+    if strategy is None and getattr(args, "fsdp", None):
+        strategy = "fsdp"  # the fsdp options select FSDPStrategy, at any world size
+    if strategy is None and getattr(args, "deepspeed", None) is not None:
+        strategy = "deepspeed"  # a DeepSpeed config selects DeepSpeedStrategy, at any world size
     name = strategy if strategy is not None else ("ddp" if env.world_size > 1 else "single_device")
     cls = get_strategy_class(name)
     if env.world_size > 1 and not cls.is_distributed:

@@ -154,7 +154,14 @@ class RunCheckpointer:
         """
         rng_files = {} if self.trainer.args.save_only_model else self._rng_files()
         path = self._write_checkpoint(metrics, rng_files)
-        self.trainer.strategy.barrier()
+        strategy = self.trainer.strategy
+        strategy.barrier()
+        if getattr(strategy, "saves_own_checkpoint", False) and not self.trainer.args.save_only_model:
+            # e.g. DeepSpeed: every process writes its shards (model, optimizer, scheduler) in its own format
+            folder = strategy.broadcast(path)
+            if folder is not None:
+                strategy.save_checkpoint(folder)
+                strategy.barrier()
         return path
 
     def _rng_files(self) -> dict[str, Any]:
@@ -193,11 +200,16 @@ class RunCheckpointer:
         self._update_best(metrics, path)
         t.store_flos()
         t.state.stateful_callbacks = self._stateful_callbacks()
+        # gathered on every process first: a sharded strategy (FSDP) gathers with collectives
+        weights = self._weights_entry()
+        own_format = getattr(t.strategy, "saves_own_checkpoint", False)  # optimizer saved by the strategy
+        optimizer_state = None if t.args.save_only_model or own_format else t.strategy.optimizer_state_dict(t.optimizer)
         if not t.args.should_save:
             return None
-        files: dict[str, Any] = dict([self._weights_entry()])
+        files: dict[str, Any] = dict([weights])
         if not t.args.save_only_model:
-            files["optimizer.pt"] = t.strategy.optimizer_state_dict(t.optimizer)
+            if not own_format:
+                files["optimizer.pt"] = optimizer_state
             if t.lr_scheduler is not None:
                 files["scheduler.pt"] = t.lr_scheduler.state_dict()
             scaler = t.precision.state_dict()
@@ -231,12 +243,12 @@ class RunCheckpointer:
     def save_model(self, output_dir: str) -> None:
         """Save the weights, the tokenizer (when it can save itself) and the arguments."""
         t = self.trainer
+        state = self._model_state()  # on every process: a sharded strategy gathers with collectives
         if not t.args.should_save:
             return
         output_dir = os.fspath(output_dir)
         storage.makedirs(output_dir)
         model = t.strategy.unwrap(t.model_wrapped)
-        state = self._model_state()
         pretrained = hasattr(model, "save_pretrained")
         tokenizer = t.tokenizer if hasattr(t.tokenizer, "save_pretrained") else None
         if pretrained or tokenizer is not None:
@@ -292,10 +304,15 @@ class RunCheckpointer:
         weights = files.get(SAFE_WEIGHTS_NAME, files.get(WEIGHTS_NAME))
         if weights is None:
             raise ValueError(f"resume_from_checkpoint={path!r} holds no model weights")
-        _load_weights(t, weights, path)
-        if "optimizer.pt" not in files:
-            raise ValueError(f"resume_from_checkpoint={path!r} holds no optimizer state (saved with save_only_model)")
-        t.strategy.load_optimizer_state_dict(t.optimizer, files["optimizer.pt"])
+        if getattr(t.strategy, "saves_own_checkpoint", False):  # weights, optimizer, scheduler in its format
+            t.strategy.load_checkpoint(path)
+        else:
+            _load_weights(t, weights, path)
+            if "optimizer.pt" not in files:
+                raise ValueError(
+                    f"resume_from_checkpoint={path!r} holds no optimizer state (saved with save_only_model)"
+                )
+            t.strategy.load_optimizer_state_dict(t.optimizer, files["optimizer.pt"])
         if "scheduler.pt" in files and t.lr_scheduler is not None:
             t.lr_scheduler.load_state_dict(files["scheduler.pt"])
         if "scaler.pt" in files:

@@ -539,7 +539,16 @@ class Trainer:
             compile_module(self.model, args.torch_compile_backend, args.torch_compile_mode)
         self.model_wrapped = self.strategy.setup_module(self.model)
         self.create_optimizer_and_scheduler(num_training_steps=max_steps)
-        self.strategy.setup(self.model, self.optimizer)
+        if getattr(self.strategy, "wraps_optimizer", False):  # DeepSpeed: one engine for model, optimizer, scheduler
+            scheduler = self.lr_scheduler
+            if getattr(self.strategy, "builds_optimizer", False):  # the config's optimizer: schedule that one
+                self.lr_scheduler = None
+                scheduler = lambda opt: self.create_scheduler(max_steps, optimizer=opt)  # noqa: E731
+            self.model_wrapped, self.optimizer = self.strategy.setup(
+                self.model, self.optimizer, lr_scheduler=scheduler, total_steps=max_steps)
+            self.lr_scheduler = self.strategy.lr_scheduler
+        else:
+            self.strategy.setup(self.model, self.optimizer)
         self.model_wrapped, self.optimizer = self.precision.setup(self.model_wrapped, self.optimizer)
         loop = TrainLoop(
             self.model_wrapped, self.optimizer, train_dataloader, step_fn=self._loop_step,

@@ -569,12 +569,6 @@ def test_other_deprecated_spellings_are_mapped():
 
 
 PENDING_CASES = [
-    ("deepspeed", "ds_config.json"),
-    ("fsdp", "full_shard"),
-    ("fsdp", True),
-    ("fsdp_config", "fsdp.json"),
-    ("fsdp_min_num_params", 1000),
-    ("fsdp_transformer_layer_cls_to_wrap", "Block"),
     ("sharded_ddp", "simple"),
     ("use_ipex", True),
 ]

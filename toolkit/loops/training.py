@@ -403,8 +403,11 @@ class TrainLoop:
         self.total_loss = 0.0
         self._last_logged_step = state.global_step
         check_each_step = self.nan_inf_policy != "warn"
-        clip = self.max_grad_norm is not None and self.max_grad_norm > 0
-        step_scheduler = scheduler is not None and not self.is_plateau
+        # a strategy whose engine clips and steps the scheduler itself (DeepSpeed) says so
+        clip = self.max_grad_norm is not None and self.max_grad_norm > 0 and not getattr(
+            strategy, "handles_clipping", False)
+        step_scheduler = scheduler is not None and not self.is_plateau and not getattr(
+            strategy, "handles_scheduler", False)
 
         try:
             batches_per_epoch = len(self.train_dataloader)  # type: ignore[arg-type]
