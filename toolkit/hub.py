@@ -38,11 +38,8 @@ import logging
 import os
 import re
 import tempfile
-import threading
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +51,7 @@ from toolkit.checkpoint.io import PARTIAL_MARKER, TEMP_INFIX
 from toolkit.checkpoint.serialization import json_to_bytes, object_to_bytes, tensors_to_bytes
 from toolkit.run_checkpoint import SAFE_WEIGHTS_NAME, TRAINING_ARGS_NAME, WEIGHTS_NAME
 from toolkit.types import HubStrategy
+from toolkit.utils.background import BackgroundWorker
 
 if TYPE_CHECKING:
     from toolkit.trainer import Trainer
@@ -321,22 +319,12 @@ class ModelPusher:
 
     def __init__(self, store: ModelStore) -> None:
         self.store = store
-        self._lock = threading.Lock()
-        self._pending: list[Future[str]] = []
-        self._error: BaseException | None = None
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolkit-push")
+        self._worker = BackgroundWorker("toolkit-push")
 
     @property
     def busy(self) -> bool:
         """True while a push is queued or running."""
-        with self._lock:
-            return any(not f.done() for f in self._pending)
-
-    def _raise_error(self) -> None:
-        with self._lock:
-            error, self._error = self._error, None
-        if error is not None:
-            raise error
+        return self._worker.pending > 0
 
     def _run(self, files: dict[str, Any] | None, folder: str, checkpoint: dict[str, Any] | None,
              checkpoint_folder: str | None, commit_message: str) -> str:
@@ -348,9 +336,6 @@ class ModelPusher:
             return self.store.location(folder)
         except BaseException as error:
             logger.error("push to %s failed: %s", self.store.url, error)
-            with self._lock:
-                if self._error is None:
-                    self._error = error
             raise
 
     def push(
@@ -379,19 +364,17 @@ class ModelPusher:
             Exception: the failure of an earlier background push (this push is not started),
                 or of this one when ``blocking``.
         """
-        if self._executor is None:
+        if self._worker.closed:
             raise RuntimeError("ModelPusher is closed")
-        self._raise_error()
+        self._worker.raise_error()
         if skip_if_busy and self.busy:
             logger.info("A push to %s is still running; this one is skipped.", self.store.url)
             return None
         frozen_files = snapshot(dict(files)) if files else None
         frozen_checkpoint = snapshot(dict(checkpoint)) if checkpoint is not None else None
-        future = self._executor.submit(
+        future = self._worker.submit(
             self._run, frozen_files, folder, frozen_checkpoint, checkpoint_folder, commit_message
         )
-        with self._lock:
-            self._pending = [f for f in self._pending if not f.done()] + [future]
         if not blocking:
             return future
         self.wait()
@@ -403,22 +386,11 @@ class ModelPusher:
         Raises:
             Exception: the first failure of a background push since the last report.
         """
-        with self._lock:
-            pending = list(self._pending)
-        futures_wait(pending)
-        with self._lock:
-            self._pending = [f for f in self._pending if not f.done()]
-        self._raise_error()
+        self._worker.wait()
 
     def close(self) -> None:
         """Wait for queued pushes and stop the thread; calling it again does nothing."""
-        if self._executor is None:
-            return
-        try:
-            self.wait()
-        finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._worker.close()
 
     def __enter__(self) -> ModelPusher:
         return self

@@ -16,8 +16,6 @@ import copy
 import logging
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 
 from toolkit.checkpoint.io import CheckpointIO
 from toolkit.checkpoint.serialization import MapLocation
+from toolkit.utils.background import BackgroundWorker
 
 __all__ = ["AsyncCheckpointIO", "snapshot"]
 
@@ -144,30 +143,17 @@ class AsyncCheckpointIO(CheckpointIO):
         self.inner = inner
         self.max_pending = max_pending
         self._slots = threading.BoundedSemaphore(max_pending)
-        self._lock = threading.Lock()
-        self._pending: list[Future[None]] = []
-        self._error: BaseException | None = None
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="toolkit-checkpoint"
-        )
+        self._worker = BackgroundWorker("toolkit-checkpoint")
 
     # ------------------------------------------------------------------ background
 
-    def _raise_error(self) -> None:
-        with self._lock:
-            error, self._error = self._error, None
-        if error is not None:
-            raise error
-
     def _run(self, state: dict[str, Any], path: str) -> None:
-        """Worker body: the failure is recorded before the future completes."""
+        """Worker body; the worker keeps the first failure for the caller."""
         try:
             self.inner.save(state, path)
         except BaseException as error:
             logger.error("background checkpoint save to %s failed: %s", path, error)
-            with self._lock:
-                if self._error is None:  # keep the first failure; later ones are only logged
-                    self._error = error
+            raise
         finally:
             self._slots.release()
 
@@ -185,20 +171,16 @@ class AsyncCheckpointIO(CheckpointIO):
             Exception: The failure of an earlier background save (this save is then
                 not started).
         """
-        if self._executor is None:
+        if self._worker.closed:
             raise RuntimeError("AsyncCheckpointIO is closed")
-        self._raise_error()
+        self._worker.raise_error()
         self._slots.acquire()
         try:
-            self._raise_error()
-            frozen = snapshot(state)
-            future = self._executor.submit(self._run, frozen, path)
+            self._worker.raise_error()
+            self._worker.submit(self._run, snapshot(state), path)
         except BaseException:
             self._slots.release()
             raise
-        with self._lock:
-            self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(future)
 
     def wait(self) -> None:
         """Block until every pending save has finished.
@@ -206,12 +188,7 @@ class AsyncCheckpointIO(CheckpointIO):
         Raises:
             Exception: The first failure of a background save since the last report.
         """
-        with self._lock:
-            pending = list(self._pending)
-        futures_wait(pending)
-        with self._lock:
-            self._pending = [f for f in self._pending if not f.done()]
-        self._raise_error()
+        self._worker.wait()
 
     def close(self) -> None:
         """Wait for pending saves, then stop the worker; calling it again does nothing.
@@ -219,19 +196,12 @@ class AsyncCheckpointIO(CheckpointIO):
         Raises:
             Exception: The first unreported failure of a background save.
         """
-        if self._executor is None:
-            return
-        try:
-            self.wait()
-        finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._worker.close()
 
     @property
     def pending(self) -> int:
         """Number of saves queued or running."""
-        with self._lock:
-            return sum(1 for f in self._pending if not f.done())
+        return self._worker.pending
 
     def __enter__(self) -> AsyncCheckpointIO:
         return self
