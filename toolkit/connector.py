@@ -7,6 +7,7 @@ detection. Every check happens here, once, before anything heavy starts.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from toolkit.precision.base import MixedPrecision, Precision
 from toolkit.precision.tf32 import set_tf32
 from toolkit.strategies.base import Strategy, select_device
 from toolkit.strategies.registry import get_strategy_class
-from toolkit.strategies.xla import XLAStrategy, xla_grad_scaler, xla_requested
+from toolkit.strategies.xla import xla_grad_scaler, xla_requested
 from toolkit.utils.env import DistributedEnv, detect_distributed_env
 
 __all__ = ["Parts", "build_parts", "precision_from_args", "strategy_from_args"]
@@ -92,8 +93,11 @@ def _single_device_from_args(cls: type[Strategy], args: Any, env: DistributedEnv
 def _fsdp_from_args(cls: type[Strategy], args: Any, env: DistributedEnv) -> Strategy:
     from toolkit.strategies.fsdp import fsdp_plan, load_fsdp_config
 
+    config = load_fsdp_config(getattr(args, "fsdp_config", None))
+    if "state_dict_type" not in config and os.environ.get("FSDP_STATE_DICT_TYPE"):
+        config["state_dict_type"] = os.environ["FSDP_STATE_DICT_TYPE"]  # accelerate launch --fsdp_state_dict_type
     plan = fsdp_plan(
-        getattr(args, "fsdp", None) or ["full_shard"], load_fsdp_config(getattr(args, "fsdp_config", None)),
+        getattr(args, "fsdp", None) or ["full_shard"], config,
         min_num_params=getattr(args, "fsdp_min_num_params", 0) or 0,
         transformer_layer_cls_to_wrap=getattr(args, "fsdp_transformer_layer_cls_to_wrap", None),
     )
@@ -122,9 +126,16 @@ def _deepspeed_from_args(cls: type[Strategy], args: Any, env: DistributedEnv) ->
                backend=getattr(args, "ddp_backend", None))
 
 
+def _xla_from_args(cls: type[Strategy], args: Any, env: DistributedEnv) -> Strategy:
+    """The device comes from torch_xla; the precision follows it (fp16 gets torch_xla's scaler)."""
+    strategy = cls(num_cores=getattr(args, "tpu_num_cores", None))
+    strategy.precision = precision_from_args(args, strategy.device)
+    return strategy
+
+
 #: How the arguments become constructor parameters, per registered strategy name.
 _STRATEGY_FROM_ARGS = {"ddp": _ddp_from_args, "single_device": _single_device_from_args, "fsdp": _fsdp_from_args,
-                       "deepspeed": _deepspeed_from_args}
+                       "deepspeed": _deepspeed_from_args, "xla": _xla_from_args}
 
 
 def strategy_from_args(args: Any, strategy: Strategy | str | None = None) -> Strategy:
@@ -163,18 +174,16 @@ def strategy_from_args(args: Any, strategy: Strategy | str | None = None) -> Str
 def build_parts(args: Any, strategy: Strategy | str | None = None) -> Parts:
     """Build the strategy and precision for ``args`` (``strategy``: see `strategy_from_args`).
 
-    XLA (`XLAStrategy`) is chosen first when `xla_requested` says so; then ``tf32`` is
-    applied (CUDA only).
+    XLA (the registered ``"xla"`` strategy) is chosen first when `xla_requested` says so;
+    then ``tf32`` is applied (CUDA only).
 
     Raises:
         ValueError: for apex with a multi-process strategy (apex must patch the model
             before any distributed wrapper; use half_precision_backend='auto').
     """
     if strategy is None and xla_requested(args):
-        strategy = XLAStrategy(num_cores=getattr(args, "tpu_num_cores", None))
-        strategy.precision = precision_from_args(args, strategy.device)
-    else:
-        strategy = strategy_from_args(args, strategy)
+        strategy = "xla"
+    strategy = strategy_from_args(args, strategy)
     if isinstance(strategy.precision, ApexPrecision) and strategy.is_distributed:
         raise ValueError(
             "half_precision_backend='apex' is supported in single-process training only; "

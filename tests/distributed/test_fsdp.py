@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +20,10 @@ from toolkit.strategies.registry import get_strategy_class
 from toolkit.types import FSDPOption
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("ddp_toys", HERE / "ddp_toys.py")
-toys = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toys)
-
-LAUNCH_ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
-                   "MASTER_PORT", "SLURM_NTASKS")
+_spec = importlib.util.spec_from_file_location("_launch", HERE / "_launch.py")
+launcher = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launcher)
+toys = launcher.load_toys()
 slow = [pytest.mark.distributed, pytest.mark.slow]
 
 
@@ -124,28 +118,10 @@ def test_fsdp_arguments_select_the_fsdp_strategy(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- 2 processes (slow)
 
 
-def _torchrun() -> list[str]:
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available in this build")
-    beside = Path(sys.executable).with_name("torchrun")
-    exe = str(beside) if beside.exists() else shutil.which("torchrun")
-    if exe is None:
-        pytest.skip("torchrun is not available")
-    return [exe, "--standalone", "--nproc_per_node", "2"]
-
-
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    command = _torchrun()
     out = tmp_path_factory.mktemp("fsdp_trainer")
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([*command, str(HERE / "driver_fsdp.py"), str(out)], cwd=HERE, env=env,
-                          capture_output=True, text=True, timeout=240)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@ ")]
-    if proc.returncode != 0 or len(lines) != 1:
-        pytest.fail(f"driver_fsdp.py failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return json.loads(lines[0][len("@@RESULT@@ "):]), out
+    return launcher.launch(launcher.torchrun(), "driver_fsdp.py", str(out), timeout=240), out
 
 
 def _single(tmp_path: Path, **kw) -> TrainingArguments:
@@ -205,14 +181,8 @@ def test_fsdp_checkpoint_resumes_at_two_ranks_and_at_one(fsdp_run, tmp_path) -> 
     single.train(resume_from_checkpoint=str(out / "ckpt" / "checkpoint-3"))
     _close(toys.weights(single.model), result["ckpt_weights"], 1e-5)
     # ... and by one FSDP process started without a launcher (private rendezvous)
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(HERE / "driver_fsdp_single.py"), str(tmp_path / "one"),
-                           str(out / "ckpt" / "checkpoint-3")], cwd=HERE, env=env, capture_output=True, text=True,
-                          timeout=180)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@ ")]
-    assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-3000:]
-    one = json.loads(lines[0][len("@@RESULT@@ "):])
+    one = launcher.launch(launcher.python(), "driver_fsdp_single.py", str(tmp_path / "one"),
+                          str(out / "ckpt" / "checkpoint-3"))
     assert (one["strategy"], one["world_size"]) == ("FSDPStrategy", 1)
     _close(one["weights"], result["ckpt_weights"], 1e-5)
 

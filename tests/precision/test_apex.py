@@ -31,26 +31,43 @@ class FakeAmp(types.ModuleType):
 
     def initialize(self, model, optimizer, opt_level="O1"):
         self.calls.append(("initialize", opt_level))
-        step = optimizer.step
+        self.pairs = []
+        if opt_level == "O2":  # like apex: fp32 master copies replace the model's parameters in the optimizer
+            for group in optimizer.param_groups:
+                masters = [p.detach().clone().requires_grad_(True) for p in group["params"]]
+                self.pairs += list(zip(group["params"], masters))
+                group["params"] = masters
+        step, zero_grad = optimizer.step, optimizer.zero_grad
 
         def patched_step(*args, **kwargs):
             if self.skip_next:
                 self.skip_next = False
                 self.calls.append(("skipped_step",))
                 return None
-            return step(*args, **kwargs)
+            out = step(*args, **kwargs)
+            for model_param, master in self.pairs:  # masters -> model weights
+                model_param.data.copy_(master.data)
+            return out
 
-        optimizer.step = patched_step
+        def patched_zero_grad(set_to_none=True):
+            zero_grad(set_to_none=set_to_none)
+            for model_param, _ in self.pairs:
+                model_param.grad = None
+
+        optimizer.step, optimizer.zero_grad = patched_step, patched_zero_grad
         return model, optimizer
 
     @contextlib.contextmanager
     def scale_loss(self, loss, optimizer):
         self.calls.append(("scale_loss", self.loss_scale))
         yield loss * self.loss_scale
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        params = [m for m, _ in self.pairs] or [p for g in optimizer.param_groups for p in g["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
         overflow = any(not torch.isfinite(g).all() for g in grads)
         for g in grads:
             g.div_(self.loss_scale)
+        for model_param, master in self.pairs:  # model gradients -> master gradients
+            master.grad = None if model_param.grad is None else model_param.grad.detach().float().clone()
         if overflow:
             self.loss_scale /= 2
             self.unskipped = 0
@@ -183,3 +200,24 @@ def test_trainer_without_apex_fails_at_construction(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "apex", None)
     with pytest.raises(ImportError, match="NVIDIA apex"):
         Trainer(_Reg(), _args(tmp_path, fp16=True, half_precision_backend="apex"), train_dataset=[])
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_o2_master_weights_survive_a_second_train_and_foreign_optimizers_are_refused(amp: FakeAmp, tmp_path) -> None:
+    torch.manual_seed(0)
+    data = [{"x": torch.randn(3), "labels": torch.randn(())} for _ in range(12)]
+    args = _args(tmp_path, fp16=True, half_precision_backend="apex", fp16_opt_level="O2", max_steps=2,
+                 lr_scheduler_type="constant")
+    trainer = Trainer(_Reg(), args, train_dataset=data)
+    trainer.train()
+    held = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+    model_ids = {id(p) for p in trainer.model.parameters()}
+    assert held and not any(id(p) in model_ids for p in held)  # the optimizer trains master copies
+    after_first = trainer.model.lin.weight.detach().clone()
+    trainer.train()  # the same (apex-patched) optimizer again: no ownership error, no second initialize
+    assert [c[0] for c in amp.calls].count("initialize") == 1
+    assert not torch.equal(after_first, trainer.model.lin.weight)  # the masters still train the model
+    # an optimizer of another model is still refused, apex or not
+    other = torch.optim.SGD(_Reg().parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="optimizer: none of its parameters"):
+        trainer.strategy.setup(trainer.model, other)

@@ -227,3 +227,39 @@ def test_trainer_trains_on_the_xla_strategy(xla: FakeXLA, tmp_path) -> None:
     assert xla.names().count("optimizer_step") == 3
     assert xla.names().count("mark_step") >= 6  # a step boundary per batch and per update
     assert not torch.equal(before, model.lin.weight)
+
+
+def test_xla_is_registered_and_the_trainer_feeds_batches_through_mp_device_loader(xla: FakeXLA, tmp_path) -> None:
+    from toolkit.strategies.registry import available_strategies, get_strategy_class
+    from toolkit.strategies.xla import XLADeviceLoader
+
+    assert get_strategy_class("xla") is XLAStrategy and "xla" in available_strategies()
+    assert isinstance(build_parts(_args(tmp_path, tpu_num_cores=1), "xla").strategy, XLAStrategy)
+
+    class Reg(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 1)
+
+        def forward(self, x, labels=None):
+            out = self.lin(x).squeeze(-1)
+            return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
+
+    torch.manual_seed(0)
+    data = [{"x": torch.randn(3), "labels": torch.randn(())} for _ in range(12)]
+    args = _args(tmp_path, tpu_num_cores=1, num_train_epochs=2, save_strategy="steps", save_steps=4)
+    trainer = Trainer(Reg(), args, train_dataset=data, eval_dataset=data[:5])
+    trainer.train()
+    # one MpDeviceLoader for training (the wrapper keeps the sampler reachable, so each epoch reshuffles)
+    assert xla.names().count("MpDeviceLoader") == 1
+    loader = trainer.strategy.setup_dataloader(trainer.get_train_dataloader())
+    assert isinstance(loader, XLADeviceLoader) and trainer.strategy.setup_dataloader(loader) is loader
+    assert len(loader) == 3 and loader.batch_size == 4 and hasattr(loader.sampler, "set_epoch")
+    assert trainer._loop.train_dataloader.sampler.epoch == 1  # set_epoch reached the sampler through the wrapper
+    # a mid-epoch resume positions the sampler through the wrapper too
+    resumed = Trainer(Reg(), _args(tmp_path / "resumed", tpu_num_cores=1, num_train_epochs=2), train_dataset=data)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    torch.testing.assert_close(resumed.model.lin.weight, trainer.model.lin.weight)
+    xla.calls.clear()
+    assert trainer.evaluate()["eval_loss"] > 0
+    assert xla.names().count("MpDeviceLoader") == 1  # evaluation batches too

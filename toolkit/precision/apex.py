@@ -61,6 +61,7 @@ class ApexPrecision(Precision):
         self.opt_level = opt_level
         self.name = f"apex-{opt_level}"
         self.optimizer: torch.optim.Optimizer | None = None
+        self._model_params: list[torch.Tensor] = []
         self._overflowed = False
 
     def setup(
@@ -71,9 +72,21 @@ class ApexPrecision(Precision):
             raise ValueError("ApexPrecision.setup: apex needs the optimizer; build it before calling setup.")
         if optimizer is self.optimizer:
             return model, optimizer
+        # O2 swaps the optimizer's fp16 model parameters for fp32 master copies, in place:
+        # remember which model parameter each slot trains (see `model_parameters_of`)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         model, optimizer = self.amp.initialize(model, optimizer, opt_level=self.opt_level)
         self.optimizer = optimizer
+        self._model_params = params
         return model, optimizer
+
+    def model_parameters_of(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        """The model parameters ``optimizer`` trains: for the optimizer apex patched, those
+        it held before ``amp.initialize`` (under O2 its param groups hold fp32 master
+        copies instead); for any other optimizer, its parameters."""
+        if optimizer is self.optimizer and self._model_params:
+            return list(self._model_params)
+        return [p for group in optimizer.param_groups for p in group["params"]]
 
     def _scalers(self) -> list[tuple[float, int]]:
         """``(loss_scale, unskipped)`` of each apex loss scaler ([] when apex keeps no such state)."""

@@ -57,9 +57,17 @@ def move_to_device(data: Any, device: torch.device, non_blocking: bool = False) 
     return nested_to(data, device, non_blocking=non_blocking)
 
 
-def _check_optimizer_owns_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def _check_optimizer_owns_model(
+    model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision | None = None
+) -> None:
     model_params = {id(p) for p in model.parameters()}
-    opt_params = [p for group in optimizer.param_groups for p in group["params"]]
+    # a precision that swaps the optimizer's parameters for master copies (apex O2) says
+    # which model parameters they stand for
+    params_of = getattr(precision, "model_parameters_of", None)
+    if callable(params_of):
+        opt_params = list(params_of(optimizer))
+    else:
+        opt_params = [p for group in optimizer.param_groups for p in group["params"]]
     foreign = [p for p in opt_params if id(p) not in model_params]
     if opt_params and len(foreign) == len(opt_params):
         raise ValueError(
@@ -136,7 +144,7 @@ class Strategy:
         """
         wrapped = self.setup_module(model)
         if optimizer is not None:
-            _check_optimizer_owns_model(self.unwrap(wrapped), optimizer)
+            _check_optimizer_owns_model(self.unwrap(wrapped), optimizer, self.precision)
         return wrapped, optimizer
 
     def setup_dataloader(self, dataloader: Iterable) -> Iterable:

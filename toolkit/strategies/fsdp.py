@@ -14,10 +14,20 @@ the strategy:
 - bf16 / fp16 -> ``MixedPrecisionPolicy`` (fp32 gradient reduction); fp16 uses a
   ``ShardedGradScaler``.
 
-Checkpoints stay in the single-process format: the model and the optimizer state are
-gathered in full to rank 0 (CPU), the optimizer state keyed by parameter index like
-``torch.optim.Optimizer.state_dict()``. A checkpoint saved by N processes therefore
-resumes under any number of processes, with or without FSDP.
+Checkpoints come in the two forms of ``fsdp_config["state_dict_type"]`` (accelerate's
+spelling; ``accelerate launch --fsdp_state_dict_type`` sets it through the environment):
+
+- ``FULL_STATE_DICT`` (default): the model and the optimizer state are gathered in full
+  to rank 0 (CPU) and saved in the single-process format, the optimizer state keyed by
+  parameter index like ``torch.optim.Optimizer.state_dict()``.
+- ``SHARDED_STATE_DICT``: nothing is gathered; every process writes its own shards with
+  `torch.distributed.checkpoint` (DCP) into ``pytorch_model_fsdp_0/`` and
+  ``optimizer_0/`` inside the checkpoint folder (`save_sharded_checkpoint`).
+
+Both resume under any number of processes (DCP reshards on load), with or without FSDP
+(`load_sharded_checkpoint`). The model saved by ``save_model`` is gathered in full
+(``model.safetensors``) whatever the checkpoint form, unless ``final_state_dict_type``
+(a toolkit key of ``fsdp_config``) is ``SHARDED_STATE_DICT``.
 """
 
 from __future__ import annotations
@@ -38,7 +48,11 @@ from torch import nn
 from toolkit.precision.base import MixedPrecision, Precision
 from toolkit.strategies.ddp import DDPStrategy
 
-__all__ = ["FSDPStrategy", "FSDPPlan", "fsdp_plan", "load_fsdp_config", "modules_to_wrap"]
+__all__ = [
+    "FSDPStrategy", "FSDPPlan", "fsdp_plan", "load_fsdp_config", "modules_to_wrap", "STATE_DICT_TYPES",
+    "SHARDED_MODEL_DIR", "SHARDED_OPTIMIZER_DIR", "save_sharded_checkpoint", "load_sharded_checkpoint",
+    "is_sharded_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +63,13 @@ _KNOWN_KEYS = {
     "min_num_params", "transformer_layer_cls_to_wrap", "backward_prefetch", "forward_prefetch",
     "limit_all_gathers", "activation_checkpointing", "cpu_ram_efficient_loading", "sync_module_states",
     "use_orig_params", "xla", "xla_fsdp_settings", "xla_fsdp_grad_ckpt", "xla_fsdp_v2", "state_dict_type",
+    "final_state_dict_type",
 }
+#: ``fsdp_config["state_dict_type"]`` values (accelerate's names).
+STATE_DICT_TYPES = ("FULL_STATE_DICT", "SHARDED_STATE_DICT")
+#: The folders of a sharded checkpoint (accelerate's names for the first model and optimizer).
+SHARDED_MODEL_DIR = "pytorch_model_fsdp_0"
+SHARDED_OPTIMIZER_DIR = "optimizer_0"
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,8 @@ class FSDPPlan:
     backward_prefetch: str | None = None
     activation_checkpointing: bool = False
     sync_module_states: bool = False
+    state_dict_type: str = "FULL_STATE_DICT"
+    final_state_dict_type: str = "FULL_STATE_DICT"
     notes: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -73,6 +95,17 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def _state_dict_type(config: dict[str, Any], key: str) -> str:
+    raw = config.get(key, "FULL_STATE_DICT")
+    value = str(getattr(raw, "name", raw)).strip().upper()
+    if value in ("FULL", "SHARDED"):
+        value += "_STATE_DICT"
+    if value not in STATE_DICT_TYPES:
+        hint = " (FSDP2 has no local state dict)" if value == "LOCAL_STATE_DICT" else ""
+        raise ValueError(f"fsdp_config {key}={raw!r}{hint}; accepted: {', '.join(STATE_DICT_TYPES)}")
+    return value
 
 
 def load_fsdp_config(config: str | os.PathLike | dict | None) -> dict[str, Any]:
@@ -106,8 +139,8 @@ def fsdp_plan(
         transformer_layer_cls_to_wrap: the legacy argument of that name (``config`` wins).
 
     Raises:
-        ValueError: for hybrid sharding, ``xla``, two sharding modes at once, or an unknown
-            ``backward_prefetch``.
+        ValueError: for hybrid sharding, ``xla``, two sharding modes at once, an unknown
+            ``backward_prefetch`` or ``state_dict_type``.
 
     Example:
         >>> p = fsdp_plan("shard_grad_op auto_wrap", {"transformer_layer_cls_to_wrap": "Block"})
@@ -153,13 +186,19 @@ def fsdp_plan(
     replicate = mode == "no_shard"
     if replicate:
         notes.append("fsdp no_shard: the model is replicated with DistributedDataParallel (FSDP2 has no no-shard mode)")
+    state_dict_type = _state_dict_type(config, "state_dict_type")
+    final_type = _state_dict_type(config, "final_state_dict_type")
+    if replicate and "SHARDED_STATE_DICT" in (state_dict_type, final_type):
+        notes.append("fsdp no_shard: nothing is sharded, so checkpoints and the saved model are full state dicts")
+        state_dict_type = final_type = "FULL_STATE_DICT"
     return FSDPPlan(
         reshard_after_forward=_SHARDING.get(mode, True), replicate=replicate, offload="offload" in names,
         auto_wrap="auto_wrap" in names or bool(layer_cls) or min_params > 0, min_num_params=min_params,
         layer_cls_to_wrap=tuple(layer_cls or ()), forward_prefetch=_truthy(config.get("forward_prefetch", False)),
         backward_prefetch=prefetch,
         activation_checkpointing=_truthy(config.get("activation_checkpointing", False)),
-        sync_module_states=sync, notes=tuple(notes),
+        sync_module_states=sync, state_dict_type=state_dict_type, final_state_dict_type=final_type,
+        notes=tuple(notes),
     )
 
 
@@ -206,6 +245,77 @@ def modules_to_wrap(model: nn.Module, plan: FSDPPlan) -> list[nn.Module]:
 
 def _full(t: Any) -> Any:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{os.fspath(folder).rstrip('/')}/{name}"
+
+
+def is_sharded_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a complete sharded (DCP) model: ``pytorch_model_fsdp_0/.metadata``,
+    which DCP writes last, after every process wrote its shards."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(_join(os.fspath(folder), SHARDED_MODEL_DIR))
+    return bool(fs.exists(f"{path}/.metadata"))
+
+
+def save_sharded_checkpoint(
+    folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> None:
+    """Write the model (and the optimizer) state with `torch.distributed.checkpoint`, each
+    process its own shards: ``folder/pytorch_model_fsdp_0`` and ``folder/optimizer_0``.
+
+    A collective when a process group is running: every process calls it. ``model`` may
+    be sharded (`fully_shard`) or not (then the process group's rank 0 writes each tensor).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    folder = os.fspath(folder)
+    dcp.save(get_model_state_dict(model), checkpoint_id=_join(folder, SHARDED_MODEL_DIR))
+    if optimizer is not None:
+        dcp.save(get_optimizer_state_dict(model, optimizer), checkpoint_id=_join(folder, SHARDED_OPTIMIZER_DIR))
+
+
+def load_sharded_checkpoint(
+    folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+    strict: bool = True,
+) -> None:
+    """Load what `save_sharded_checkpoint` wrote into ``model`` (and ``optimizer``), at any
+    number of processes: DCP reshards to the model's current layout (FSDP shards at any
+    world size, or plain full tensors in one process without a process group).
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no complete sharded model, or (with an
+            optimizer) no sharded optimizer state.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    folder = os.fspath(folder)
+    if not is_sharded_checkpoint(folder):
+        raise FileNotFoundError(f"{folder} holds no complete sharded model ({SHARDED_MODEL_DIR}/.metadata is missing)")
+    state = get_model_state_dict(model)
+    dcp.load(state, checkpoint_id=_join(folder, SHARDED_MODEL_DIR))
+    set_model_state_dict(model, state, options=StateDictOptions(strict=strict))
+    if optimizer is None:
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(_join(folder, SHARDED_OPTIMIZER_DIR))
+    if not fs.exists(f"{path}/.metadata"):
+        raise FileNotFoundError(f"{folder} holds no sharded optimizer state ({SHARDED_OPTIMIZER_DIR}/.metadata); "
+                                "was it saved with save_only_model?")
+    optim_state = get_optimizer_state_dict(model, optimizer)  # initialised, so DCP knows every shape
+    dcp.load(optim_state, checkpoint_id=_join(folder, SHARDED_OPTIMIZER_DIR))
+    set_optimizer_state_dict(model, optimizer, optim_state)
 
 
 class FSDPStrategy(DDPStrategy):
@@ -347,10 +457,47 @@ class FSDPStrategy(DDPStrategy):
         return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
     def setup(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None):
-        """Shard the model (`setup_module`) and remember it for the optimizer's state."""
+        """Shard the model (`setup_module`) and remember it for checkpoints."""
         wrapped, optimizer = super().setup(model, optimizer)
         self._last_model = self.unwrap(wrapped)
         return wrapped, optimizer
+
+    @property
+    def sharded_checkpoint(self) -> bool:
+        """True with ``state_dict_type=SHARDED_STATE_DICT``: checkpoints hold per-process
+        DCP shards (`save_checkpoint`) instead of gathered weights and optimizer state."""
+        return self.plan.state_dict_type == "SHARDED_STATE_DICT" and not self.plan.replicate
+
+    @property
+    def saves_sharded_model(self) -> bool:
+        """True with ``final_state_dict_type=SHARDED_STATE_DICT``: ``save_model`` writes DCP
+        shards too instead of a gathered ``model.safetensors``."""
+        return self.plan.final_state_dict_type == "SHARDED_STATE_DICT" and not self.plan.replicate
+
+    def save_checkpoint(self, folder: str, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Every process writes its shards of the model set up last (and of ``optimizer``)
+        into ``folder`` (see `save_sharded_checkpoint`); a collective.
+
+        Raises:
+            RuntimeError: when no model was set up.
+        """
+        if self._last_model is None:
+            raise RuntimeError("FSDPStrategy.save_checkpoint: set up a model first (setup(model, optimizer))")
+        save_sharded_checkpoint(folder, self._last_model, optimizer)
+
+    def load_checkpoint(
+        self, folder: str, optimizer: torch.optim.Optimizer | None = None, *, strict: bool = True
+    ) -> None:
+        """Load a sharded checkpoint (saved at any world size) into the model set up last and
+        ``optimizer``; a collective (see `load_sharded_checkpoint`).
+
+        Raises:
+            RuntimeError: when no model was set up.
+            FileNotFoundError: when ``folder`` holds no sharded checkpoint.
+        """
+        if self._last_model is None:
+            raise RuntimeError("FSDPStrategy.load_checkpoint: set up a model first (setup(model, optimizer))")
+        load_sharded_checkpoint(folder, self._last_model, optimizer, strict=strict)
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """The full optimizer state on rank 0 (empty elsewhere; a collective), keyed by

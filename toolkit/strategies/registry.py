@@ -93,3 +93,7 @@ register_strategy(
     "fsdp", "toolkit.strategies.fsdp:FSDPStrategy",
     "Fully sharded data parallel on FSDP2 fully_shard (HF fsdp / fsdp_config options).",
 )
+register_strategy(
+    "xla", "toolkit.strategies.xla:XLAStrategy",
+    "One process per XLA device (TPU, PJRT) through torch_xla; gradients reduced by torch_xla.",
+)

@@ -27,7 +27,7 @@ from torch import nn
 from toolkit.precision.base import MixedPrecision, Precision
 from toolkit.strategies.base import Strategy, move_to_device
 
-__all__ = ["XLAStrategy", "xla_requested", "xla_grad_scaler"]
+__all__ = ["XLAStrategy", "XLADeviceLoader", "xla_requested", "xla_grad_scaler"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +125,13 @@ class XLAStrategy(Strategy):
     # set-up ---------------------------------------------------------------
     def setup_dataloader(self, dataloader: Iterable) -> Iterable:
         """Wrap in ``MpDeviceLoader``: batches are moved to the device in the background
-        and a step is marked at each batch."""
+        and a step is marked at each batch. The result still shows the wrapped loader's
+        attributes (``sampler``, ``batch_size``, ``dataset``, ``len``), so the training
+        loop can position a resumable sampler; wrapping twice returns the same object."""
+        if isinstance(dataloader, XLADeviceLoader):
+            return dataloader
         loader_module = _import("torch_xla.distributed.parallel_loader")
-        return loader_module.MpDeviceLoader(dataloader, self.device)
+        return XLADeviceLoader(dataloader, loader_module.MpDeviceLoader(dataloader, self.device))
 
     def batch_to_device(self, batch: Any) -> Any:
         """Mark the step boundary (as ``MpDeviceLoader`` does), then move the batch."""
@@ -188,6 +192,31 @@ class XLAStrategy(Strategy):
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         self.xm.mark_step()
         return move_to_device(optimizer.state_dict(), torch.device("cpu"))
+
+
+class XLADeviceLoader:
+    """Iterates ``device_loader`` (an ``MpDeviceLoader``); every other attribute is the
+    wrapped ``loader``'s.
+
+    Args:
+        loader: the host-side loader (a `torch.utils.data.DataLoader`, usually).
+        device_loader: ``MpDeviceLoader(loader, device)``.
+    """
+
+    def __init__(self, loader: Iterable, device_loader: Iterable) -> None:
+        self.loader = loader
+        self.device_loader = device_loader
+
+    def __iter__(self) -> Any:
+        return iter(self.device_loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("loader", "device_loader"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.loader, name)
 
 
 def _optional(name: str) -> Any:
