@@ -1,0 +1,218 @@
+"""Tests of the benchmark harness (benchmarks/run.py).
+
+The smoke run checks that ``python -m benchmarks.run --quick`` runs every workload for
+raw, toolkit and toolkit-parts and that every correctness check holds; it never looks
+at how fast anything was. The other tests cover the harness's pure functions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import run as bench  # noqa: E402
+from benchmarks.workloads import METRICS, WORKLOADS, Clock, EpochPermutation, Metric  # noqa: E402
+
+CORE = ["raw", "toolkit", "toolkit-parts"]
+
+
+@pytest.mark.slow
+def test_quick_run_has_every_row_and_passes_every_check(tmp_path):
+    out = tmp_path / "results.jsonl"
+    md = tmp_path / "table.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--impls",
+            ",".join(CORE),
+            "--out",
+            str(out),
+            "--markdown",
+            str(md),
+            "--dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    summary = records[-1]
+    assert summary["kind"] == "checks" and summary["passed"] and summary["failures"] == [], summary
+    checks = [r for r in records if r["kind"] == "check"]
+    assert checks and all(c["passed"] for c in checks)
+    # every kind of check ran for the facade and the parts
+    for impl in ("toolkit", "toolkit-parts"):
+        kinds = {(c["workload"], c["check"]) for c in checks if c["impl"] == impl}
+        for workload in ("mlp", "mlp_default", "transformer"):
+            assert (workload, "final loss equals raw's") in kinds
+        for workload in ("predict_fixed", "predict_varlen"):
+            assert (workload, "predictions equal raw's") in kinds
+        assert ("checkpoint", "loaded state equals saved") in kinds
+        assert ("resume", "first resumed batch is the uninterrupted run's") in kinds
+    # a row (timing record) per workload figure and implementation
+    timings = {(r["name"], r["impl"]) for r in records if r["kind"] == "timing"}
+    for metric in METRICS:
+        impls = ["toolkit", "toolkit-parts"] if metric.key == "async_stall_s" else CORE
+        for impl in impls:
+            assert (metric.name, impl) in timings, (metric.name, impl)
+    table = md.read_text()
+    for metric in METRICS:
+        assert metric.label in table
+    assert "correctness:" in proc.stdout and "FAILED" not in proc.stdout
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("toolkit-bench-run-")] == []
+
+
+def test_schedule_interleaves_repeats_and_rotates_the_order():
+    jobs = bench.schedule(["a", "b"], ["raw", "toolkit", "hf"], repeats=2)
+    order = [(j.repeat, j.workloads[0], j.impl) for j in jobs]
+    assert order == [
+        (0, "a", "raw"),
+        (0, "a", "toolkit"),
+        (0, "a", "hf"),
+        (0, "b", "raw"),
+        (0, "b", "toolkit"),
+        (0, "b", "hf"),
+        (1, "a", "toolkit"),
+        (1, "a", "hf"),
+        (1, "a", "raw"),
+        (1, "b", "toolkit"),
+        (1, "b", "hf"),
+        (1, "b", "raw"),
+    ]
+    grouped = bench.schedule(["a", "b"], ["raw", "toolkit"], repeats=2, grouped=True)
+    assert [(j.repeat, j.impl, j.workloads) for j in grouped] == [
+        (0, "raw", ["a", "b"]),
+        (0, "toolkit", ["a", "b"]),
+        (1, "toolkit", ["a", "b"]),
+        (1, "raw", ["a", "b"]),
+    ]
+    with pytest.raises(ValueError, match="repeats"):
+        bench.schedule(["a"], ["raw"], repeats=0)
+
+
+def test_summaries_ratios_and_verdicts():
+    assert bench.summarize_samples([3.0, 1.0, 2.0, 10.0]) == {"median": 2.5, "min": 1.0, "repeats": 4}
+    with pytest.raises(ValueError):
+        bench.summarize_samples([])
+    assert bench.ratio(3.0, 2.0) == 1.5
+    assert bench.ratio(1.0, 0.0) is None and bench.ratio(None, 1.0) is None and bench.ratio(1.0, None) is None
+    assert bench.verdict(1.05, 1.05) == "PASS" and bench.verdict(1.06, 1.05) == "FAIL"
+    assert bench.verdict(None, 1.0) == "—" and bench.verdict(1.0, None) == "—"
+
+
+def test_collect_computes_ratios_of_medians_and_judges_the_targets():
+    metrics = [
+        Metric("w", "t", "time", 1.2),
+        Metric("w", "stall", "stall over own time", 0.25, ratio_to="t"),
+        Metric("imp", "s", "import", 0.3, absolute=True),
+    ]
+    results = {
+        ("raw", "w"): [{"ok": True, "t": 1.0}, {"ok": True, "t": 3.0}, {"ok": True, "t": 2.0}],
+        ("toolkit", "w"): [
+            {"ok": True, "t": 2.0, "stall": 0.2},
+            {"ok": True, "t": 3.0, "stall": 0.1},
+            {"ok": False, "error": "crashed"},
+        ],
+        ("raw", "imp"): [{"ok": True, "s": 0.0}],
+        ("toolkit", "imp"): [{"ok": True, "s": 0.2}],
+    }
+    recs = {(r["name"], r["impl"]): r for r in bench.collect(results, ["raw", "toolkit"], metrics)}
+    raw, tk = recs[("w/t", "raw")], recs[("w/t", "toolkit")]
+    assert raw["median"] == 2.0 and raw["min"] == 1.0 and "verdict" not in raw
+    assert tk["repeats"] == 2 and tk["median"] == 2.5 and tk["ratio"] == 1.25 and tk["ratio_min"] == 2.0
+    assert tk["verdict"] == "FAIL"  # 1.25 > 1.2
+    stall = recs[("w/stall", "toolkit")]
+    assert stall["ratio"] == pytest.approx(0.15 / 2.5) and stall["verdict"] == "PASS"
+    assert ("w/stall", "raw") not in recs
+    imp = recs[("imp/s", "toolkit")]
+    assert imp["ratio"] is None and imp["median"] == 0.2 and imp["verdict"] == "PASS"
+    table = bench.format_table(list(recs.values()), ["raw", "toolkit"])
+    assert table.splitlines()[0] == "| figure | raw | toolkit | target | toolkit verdict | parts verdict |"
+
+
+def _training_run(loss: float, steps: int = 4) -> dict:
+    return {"ok": True, "steps": steps, "batch": 2, "calls": steps, "final_loss": loss}
+
+
+def test_checks_catch_wrong_losses_predictions_checkpoints_and_resumes():
+    cfgs = {"mlp": {"steps": 4, "batch_size": 2}, "resume": {"resume_at": 9}}
+    results = {
+        ("raw", "mlp"): [_training_run(1.0)],
+        ("toolkit", "mlp"): [_training_run(1.0 + 1e-6), _training_run(1.1)],
+        ("toolkit-parts", "mlp"): [_training_run(1.0, steps=3)],
+        ("hf", "mlp"): [_training_run(1.05)],
+        ("raw", "predict_fixed"): [{"ok": True, "shape": [4, 2], "digest": "aa"}],
+        ("toolkit", "predict_fixed"): [{"ok": True, "shape": [4, 2], "digest": "ab"}],
+        ("toolkit", "checkpoint"): [{"ok": True, "saved_digest": "x", "loaded_digest": "y", "steps": 2}],
+        ("toolkit", "resume"): [{"ok": True, "first_batch": "b1", "steps": 10}],
+        ("lightning", "resume"): [{"ok": True, "first_batch": "b2", "steps": 10}],
+        ("toolkit-parts", "import"): [{"ok": False, "error": "ImportError: boom"}],
+    }
+    prepared = {"toolkit": {"expected_batch": "b1"}, "lightning": {"expected_batch": "b1"}}
+    checks = bench.check_results(
+        results, ["raw", "toolkit", "toolkit-parts", "hf", "lightning"], cfgs, prepared
+    )
+    failed = {(c["impl"], c["workload"], c["check"]) for c in checks if not c["passed"]}
+    assert failed == {
+        ("toolkit", "mlp", "final loss equals raw's"),  # the 1.1 run
+        ("toolkit-parts", "mlp", "steps and batch"),
+        ("toolkit", "predict_fixed", "predictions equal raw's"),
+        ("toolkit", "checkpoint", "loaded state equals saved"),
+        ("lightning", "resume", "first resumed batch is the uninterrupted run's"),
+        ("toolkit-parts", "import", "ran"),
+    }
+    fatal = {c["impl"] for c in checks if not c["passed"] and c["fatal"]}
+    assert fatal == {"toolkit", "toolkit-parts"}  # lightning's inexact resume is reported, not fatal
+    passed = {(c["impl"], c["check"]) for c in checks if c["passed"]}
+    assert ("hf", "final loss equals raw's") in passed  # looser tolerance: another shuffling
+    assert ("toolkit", "first resumed batch is the uninterrupted run's") in passed
+
+
+def test_clock_and_the_raw_sampler():
+    clock = Clock([2, 4])
+    clock.start()
+    for step in range(1, 5):
+        clock.step(step)
+    assert clock.last_step == 4 and set(clock.at) == {2, 4}
+    assert clock.per_step(2, 4) >= 0 and clock.to_first_step() >= 0
+    full = list(EpochPermutation(10, seed=3))
+    assert sorted(full) == list(range(10))
+    assert list(EpochPermutation(10, seed=3, start=6)) == full[6:]
+    sampler = EpochPermutation(10, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) != full and sorted(sampler) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--repeats", "0"],
+        ["--workloads", "nope"],
+        ["--impls", "toolkit"],
+        ["--impls", "raw,x"],
+        ["--threads", "0"],
+    ],
+)
+def test_bad_arguments_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        bench.main(argv)
+    assert excinfo.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_every_workload_has_a_figure():
+    assert {m.workload for m in METRICS} == set(WORKLOADS)
