@@ -5,14 +5,10 @@ without ``huggingface_hub`` or a network."""
 from __future__ import annotations
 
 import json
-import logging
 import pathlib
 import sys
 import threading
-import urllib.request
-import uuid
 
-import fsspec
 import pytest
 import torch
 from torch import nn
@@ -117,56 +113,11 @@ def test_push_to_a_file_store_and_resume_from_last_checkpoint(tmp_path, referenc
                       "training_curves.png"]  # no checkpoint-<n> folders
 
 
-# --------------------------------------------------------------------------- s3:// (moto)
-
-REGION = "us-west-2"
+# --------------------------------------------------------------------------- s3:// (moto) (the ``s3`` fixture is in tests/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    moto_server = pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
-    pytest.importorskip("boto3")
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        yield endpoint
-    finally:
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-        server.stop()
-        werkzeug.setLevel(level)
-
-
-@pytest.fixture
-def s3_bucket(s3_endpoint, monkeypatch):
-    import boto3
-    import s3fs
-
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setitem(fsspec.config.conf, "s3", {
-        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": REGION}, "key": "testing", "secret": "testing",
-    })
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    bucket = f"toolkit-hub-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield bucket, client
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-def test_push_to_s3_and_resume_from_last_checkpoint(tmp_path, s3_bucket, reference):
-    bucket, client = s3_bucket
+def test_push_to_s3_and_resume_from_last_checkpoint(tmp_path, s3, reference):
+    bucket, client = s3
 
     def read(name):
         return client.get_object(Bucket=bucket, Key=f"models/reg/{name}")["Body"].read()

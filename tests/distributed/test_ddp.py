@@ -9,12 +9,6 @@ rank 0; the single-process references are computed here, in the test process.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,54 +20,16 @@ from toolkit import Trainer, TrainingArguments
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("ddp_toys", HERE / "ddp_toys.py")
-toys = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toys)
-
-LAUNCH_ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
-                   "MASTER_PORT", "SLURM_NTASKS")
-
-
-def _torchrun() -> list[str]:
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available in this build")
-    beside = Path(sys.executable).with_name("torchrun")
-    exe = str(beside) if beside.exists() else shutil.which("torchrun")
-    if exe is None:
-        pytest.skip("torchrun is not available")
-    return [exe, "--standalone", "--nproc_per_node", "2"]
-
-
-def _accelerate() -> list[str]:
-    if importlib.util.find_spec("accelerate") is None or not torch.distributed.is_available():
-        pytest.skip("accelerate is not installed")
-    beside = Path(sys.executable).with_name("accelerate")
-    exe = str(beside) if beside.exists() else shutil.which("accelerate")
-    if exe is None:
-        pytest.skip("the accelerate command is not available")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", str(port)]
-
-
-def _launch(command: list[str], driver: str, *args: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [*command, str(HERE / driver), *args], cwd=HERE, env=env, capture_output=True, text=True, timeout=180,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@ ")]
-    if proc.returncode != 0 or len(lines) != 1:
-        pytest.fail(f"{driver} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return json.loads(lines[0][len("@@RESULT@@ "):])
+_spec = importlib.util.spec_from_file_location("_launch", HERE / "_launch.py")
+launcher = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launcher)
+toys = launcher.load_toys()
 
 
 @pytest.fixture(scope="module")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("ddp_trainer")
-    return _launch(_torchrun(), "driver_trainer.py", str(out)), out
+    return launcher.launch(launcher.torchrun(), "driver_trainer.py", str(out)), out
 
 
 def _single(tmp_path: Path, **kw) -> TrainingArguments:
@@ -176,7 +132,7 @@ def test_rank_flags_logging_and_main_process_first(trainer_run) -> None:
 
 
 def test_ddp_strategy_in_a_custom_loop_under_accelerate_launch() -> None:
-    result = _launch(_accelerate(), "driver_composer.py")
+    result = launcher.launch(launcher.accelerate(), "driver_composer.py")
     assert result["world_size"] == 2 and result["ranks"] == [[0, 0, 0], [1, 1, 0]]
     assert result["samples_per_rank"] == 12 and result["replicas_equal"]
     # reference: one process, the same 12 samples per update (2 ranks x 2 micro-batches x 3)

@@ -4,17 +4,13 @@ One launch runs `driver_deepspeed.py`, which trains with `DeepSpeedStrategy` in 
 hand-written loop for both stages, saves and resumes a DeepSpeed checkpoint and exports
 the full weights; the single-process reference (same global batch) is computed here.
 DeepSpeed's own compiled ops are not used (torch optimizers), so no long compile runs;
-``TORCH_EXTENSIONS_DIR`` is cached under the pytest cache.
+``TORCH_EXTENSIONS_DIR`` is cached under ``~/.cache``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,40 +20,23 @@ import torch
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("ddp_toys", HERE / "ddp_toys.py")
-toys = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toys)
-
-LAUNCH_ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
-                   "MASTER_PORT", "SLURM_NTASKS")
-
-
-def _deepspeed_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
-    env.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    env.setdefault("DS_BUILD_OPS", "0")
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "toolkit-torch-extensions"))
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+_spec = importlib.util.spec_from_file_location("_launch", HERE / "_launch.py")
+launcher = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launcher)
+toys = launcher.load_toys()
 
 
 def _launch(driver: str, out: Path) -> dict:
+    """``torchrun`` with 2 processes, DeepSpeed on the CPU without compiled ops."""
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed is not installed (pip install 'toolkit[deepspeed]')")
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available in this build")
-    beside = Path(sys.executable).with_name("torchrun")
-    exe = str(beside) if beside.exists() else shutil.which("torchrun")
-    if exe is None:
-        pytest.skip("torchrun is not available")
-    proc = subprocess.run(
-        [exe, "--standalone", "--nproc_per_node", "2", str(HERE / driver), str(out)],
-        cwd=HERE, env=_deepspeed_env(), capture_output=True, text=True, timeout=600,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@ ")]
-    if proc.returncode != 0 or len(lines) != 1:
-        pytest.fail(f"{driver} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return json.loads(lines[0][len("@@RESULT@@ "):])
+    defaults = {
+        "DS_ACCELERATOR": "cuda" if torch.cuda.is_available() else "cpu",
+        "DS_BUILD_OPS": "0",
+        "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "toolkit-torch-extensions"),
+    }
+    env = launcher.clean_env({k: os.environ.get(k, v) for k, v in defaults.items()})
+    return launcher.launch(launcher.torchrun(2), driver, str(out), env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +158,41 @@ def test_trainer_bf16_offload_and_the_config_optimizer(trainer_run) -> None:
     assert result["scheduled"] == "AdamW"
     assert result["lrs"] == pytest.approx([0.075, 0.05, 0.025, 0.0])
     assert len(result["losses"]) == 4 and all(np.isfinite(result["losses"]))
+
+
+def test_trainer_fp16_fills_the_auto_block_and_matches_the_fp32_run(trainer_run) -> None:
+    result, fp32 = trainer_run["fp16"], trainer_run["zero2"]
+    assert (result["dtype"], result["param_dtype"]) == ("torch.float16", "torch.float16")
+    # "enabled" follows fp16=True; the loss-scale keys left "auto" are dropped (DeepSpeed's defaults)
+    assert result["config_fp16"] == {"enabled": True, "loss_scale": 0, "initial_scale_power": 8, "hysteresis": 1}
+    assert (result["skipped_steps"], result["loss_scale"]) == (0, 2.0**8)  # no overflow: the scale stayed
+    for name, value in fp32["weights"].items():
+        np.testing.assert_allclose(result["weights"][name], value, atol=3e-3, rtol=0, err_msg=name)
+    assert result["losses"] == pytest.approx(fp32["losses"], rel=1e-2)
+    assert result["lrs"] == pytest.approx(fp32["lrs"])
+
+
+def test_trainer_fp16_overflow_skips_the_step_and_does_not_advance_the_scheduler(trainer_run) -> None:
+    result, clean = trainer_run["fp16_overflow"], trainer_run["fp16"]
+    assert result["skipped_steps"] == 1 and result["loss_scale"] == 2.0**7  # halved once (hysteresis 1)
+    assert result["global_step"] == result["engine_global_steps"] == 4  # the skipped step still counts
+    seen = result["seen"]  # the weight at each training forward: 2 micro-batches per step
+    assert len(seen) == 8
+    assert seen[0] == seen[1] == seen[2] == seen[3]  # step 1 left the weights alone
+    assert seen[3] != seen[4]  # step 2 was applied
+    # the scheduler stepped only on applied steps: every logged rate is one step behind the clean run
+    assert result["lrs"] == pytest.approx([0.1, *clean["lrs"][:-1]])
+    assert all(np.isfinite(result["weights"]["lin.weight"]))
+
+
+def test_trainer_load_best_model_at_end_under_zero3(trainer_run) -> None:
+    result = trainer_run["zero3_best"]
+    assert result["stage"] == 3 and result["best"].endswith("checkpoint-2")
+    best, last = result["checkpoints"]["checkpoint-2"], result["checkpoints"]["checkpoint-4"]
+    assert best["lin.weight"] != last["lin.weight"]  # loading the best changes the weights
+    for name, value in best.items():  # the partitioned parameters hold the best weights
+        np.testing.assert_allclose(result["weights"][name], value, atol=1e-7, rtol=0, err_msg=name)
+    # the engine evaluates with them, and its fp32 master copies were refreshed from them
+    assert result["eval_after"] == pytest.approx(result["eval_losses"][0], rel=1e-6)
+    assert result["eval_after"] != pytest.approx(result["eval_losses"][1], rel=1e-6)
+    assert result["masters_fresh"]

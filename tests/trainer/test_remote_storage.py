@@ -5,9 +5,7 @@ server on 127.0.0.1). Checkpoints, bit-identical resume, ``save_model``, ``save_
 from __future__ import annotations
 
 import json
-import logging
 import os
-import urllib.request
 import uuid
 
 import fsspec
@@ -173,57 +171,7 @@ def test_memory_save_model_stages_local_only_writers(h, memory_dir):
     assert torch.equal(saved["lin.weight"], model.lin.weight.detach())
 
 
-# --------------------------------------------------------------------------- s3:// (moto)
-
-REGION = "us-west-2"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server on a free port of 127.0.0.1, for this module."""
-    moto_server = pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
-    pytest.importorskip("boto3")
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.ERROR)  # one access-log line per request otherwise
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        yield endpoint
-    finally:
-        # moto keeps its buckets in this process: drop them
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-        server.stop()
-        werkzeug.setLevel(level)
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """``(bucket, boto3 client)``: a new bucket, with s3fs pointed at the local server."""
-    import boto3
-    import s3fs
-
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setitem(fsspec.config.conf, "s3", {
-        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": REGION},
-        "key": "testing", "secret": "testing",
-    })
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    bucket = f"toolkit-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield bucket, client
-    s3fs.S3FileSystem.clear_instance_cache()  # no cached file system keeps pointing at the server
-
+# --------------------------------------------------------------------------- s3:// (moto) (the ``s3`` fixture is in tests/conftest.py)
 
 def _keys(client, bucket, prefix):
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)

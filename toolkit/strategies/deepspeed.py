@@ -45,6 +45,9 @@ _HIDDEN_SIZE_KEYS = {
     "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
     "stage3_param_persistence_threshold": lambda h: 10 * h,
 }
+# fp16 loss-scale keys: "auto" leaves DeepSpeed's dynamic loss scaling at its defaults
+# (loss_scale 0 = dynamic, initial_scale_power 16, loss_scale_window 1000, hysteresis 2, min_loss_scale 1).
+_LOSS_SCALE_KEYS = ("loss_scale", "initial_scale_power", "loss_scale_window", "hysteresis", "min_loss_scale")
 
 
 def _import_deepspeed() -> Any:
@@ -133,7 +136,10 @@ def fill_auto_values(
     ``weight_decay``), ``scheduler.params`` (``warmup_min_lr`` 0, ``warmup_max_lr``,
     ``warmup_num_steps``, ``total_num_steps``), ``fp16.enabled``, ``bf16.enabled``, and
     the ZeRO bucket sizes derived from ``hidden_size`` (dropped, so DeepSpeed's defaults
-    apply, when it is unknown). A missing batch-size key is added.
+    apply, when it is unknown). The fp16 loss-scale keys (``loss_scale``,
+    ``initial_scale_power``, ``loss_scale_window``, ``hysteresis``, ``min_loss_scale``)
+    have no training argument: ``"auto"`` there is dropped, so DeepSpeed's dynamic loss
+    scaling runs with its defaults. A missing batch-size key is added.
 
     Raises:
         ValueError: when explicit values disagree with the arguments (batch sizes,
@@ -189,6 +195,10 @@ def fill_auto_values(
         section = cfg.get(name)
         if isinstance(section, dict) and section.get("enabled") == "auto":
             section["enabled"] = bool(flag)
+    if isinstance(cfg.get("fp16"), dict):
+        for key in _LOSS_SCALE_KEYS:
+            if cfg["fp16"].get(key) == "auto":
+                del cfg["fp16"][key]
     zero = cfg.get("zero_optimization")
     if isinstance(zero, dict):
         for key, rule in _HIDDEN_SIZE_KEYS.items():
@@ -422,11 +432,23 @@ class DeepSpeedStrategy(DDPStrategy):
 
     def optimizer_step(self, optimizer: Any) -> bool:
         """``engine.step()``: clip, step the optimizer and scheduler, zero the gradients.
-        False when fp16 loss scaling skipped the step."""
+
+        Returns False when fp16 dynamic loss scaling found an inf/NaN gradient
+        (``engine.was_step_applied()``): the engine then left the weights alone, did not
+        step its scheduler, lowered the loss scale and counted ``engine.skipped_steps``.
+        """
         engine = self._engine()
         engine.set_gradient_accumulation_boundary(True)
         engine.step()
         return bool(engine.was_step_applied())
+
+    @property
+    def loss_scale(self) -> float | None:
+        """The engine's current fp16 loss scale (None without fp16 or before `setup`)."""
+        if self.engine is None or self.dtype != torch.float16:
+            return None
+        scale = getattr(self.engine.optimizer, "loss_scale", None)
+        return float(scale) if scale is not None else None
 
     # state -----------------------------------------------------------------
     def model_state_dict(self, model: nn.Module, full: bool = True) -> dict[str, torch.Tensor]:
@@ -443,14 +465,29 @@ class DeepSpeedStrategy(DDPStrategy):
                 for k, v in module.state_dict().items()}
 
     def load_model_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor], strict: bool = True):
-        """Load full weights (before `setup`, or for ZeRO 0-2 only).
+        """Load full weights, before `setup` or into the engine at any ZeRO stage (e.g. for
+        ``load_best_model_at_end``). Every process calls it with the same weights.
 
-        Raises:
-            NotImplementedError: for a ZeRO-3 engine: use `load_checkpoint`.
+        With ZeRO-3 the partitioned parameters are gathered, loaded on rank 0 and
+        re-partitioned from it (``deepspeed.zero.GatheredParameters(modifier_rank=0)``).
+        With an engine, the optimizer's fp32 master copies are then refreshed from the
+        loaded weights (``refresh_fp32_params``), so a later step starts from them; the
+        optimizer's moments are kept (use `load_checkpoint` to restore those too).
         """
-        if self.engine is not None and self.engine.zero_optimization_stage() == 3:
-            raise NotImplementedError("DeepSpeedStrategy: load ZeRO-3 weights with load_checkpoint(folder)")
-        return self.unwrap(model).load_state_dict(state, strict=strict)
+        module = self.unwrap(model)
+        engine = self.engine
+        if engine is None:
+            return module.load_state_dict(state, strict=strict)
+        if engine.zero_optimization_stage() == 3:
+            deepspeed = _import_deepspeed()
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=0):
+                result = module.load_state_dict(state, strict=strict)
+        else:
+            result = module.load_state_dict(state, strict=strict)
+        refresh = getattr(engine.optimizer, "refresh_fp32_params", None)
+        if callable(refresh):
+            refresh()
+        return result
 
     def optimizer_state_dict(self, optimizer: Any) -> dict[str, Any]:
         """Not available: DeepSpeed keeps partitioned optimizer state; use `save_checkpoint`."""
