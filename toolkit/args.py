@@ -821,27 +821,60 @@ class TrainingArguments(metaclass=_ArgumentsMeta):
     def main_process_first(self, local: bool = True, desc: str = "work") -> Iterator[None]:
         """Run the block on the main process first, then on the others (e.g. dataset caching).
 
-        A no-op unless a `torch.distributed` process group is initialised.
+        Under a multi-process launch (``WORLD_SIZE > 1``) it works before any `Trainer`
+        exists: when no process group is running yet, it starts the default one the way
+        the strategy would (``ddp_backend``, default nccl on CUDA and gloo otherwise;
+        ``ddp_timeout``; ``MASTER_ADDR`` / ``MASTER_PORT`` from the launcher), and the
+        strategy later uses that group. In a single process it does nothing.
 
         Args:
             local: If True, "main" is the first process of each node; else global rank 0.
             desc: What is being done, for debug logs.
         """
-        if not (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1
-        ):
+        dist = torch.distributed
+        if dist.is_available() and not dist.is_initialized() and self.distributed_env.world_size > 1:
+            self._start_process_group()
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             yield
             return
         is_main = (self.local_process_index if local else self.process_index) == 0
         if not is_main:
             logger.debug("process %d waits for the main process to finish %s", self.process_index, desc)
-            torch.distributed.barrier()
+            dist.barrier()
         yield
         if is_main:
             logger.debug("main process finished %s; releasing the others", desc)
-            torch.distributed.barrier()
+            dist.barrier()
+
+    def _start_process_group(self) -> None:
+        """Start the default process group from the launcher's environment (see
+        `main_process_first`); without ``MASTER_ADDR`` / ``MASTER_PORT`` nothing is started."""
+        env = self.distributed_env
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing:
+            logger.warning(
+                "main_process_first: %s not set, so no process group can be started; the block runs "
+                "on every process at once",
+                " and ".join(missing),
+            )
+            return
+        use_cuda = torch.cuda.is_available() and not (self.use_cpu or self.no_cuda)
+        backend = self.ddp_backend or ("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(env.local_rank % max(1, torch.cuda.device_count()))
+        torch.distributed.init_process_group(
+            backend=backend,
+            init_method="env://",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=self.ddp_timeout_delta,
+        )
+        logger.info(
+            "main_process_first: started the %s process group (rank %d of %d)",
+            backend,
+            env.rank,
+            env.world_size,
+        )
 
     # ------------------------------------------------------------------ serialisation
 
