@@ -8,12 +8,15 @@ selection spans the whole library) until ``--data_bytes`` bytes are read. Whole 
 are split into train and eval (about one byte in twenty goes to eval, file by file, so
 eval text is never seen in training), each side is cut into ``--block_size``-byte
 blocks, and every byte is one token (vocabulary 256). The model is
-`recipes.models.DecoderLM`; training is `toolkit.Trainer` with its usual arguments.
+`recipes.models.DecoderLM`, or with ``--model_type gpt2`` a randomly initialised
+``GPT2LMHeadModel`` of the same shape (needs ``transformers``; see `recipes.hf_models`);
+training is `toolkit.Trainer` with its usual arguments.
 
 Usage::
 
     python recipes/language_modeling.py --output_dir runs/lm
     python recipes/language_modeling.py --output_dir runs/lm --generate --prompt "def "
+    python recipes/language_modeling.py --output_dir runs/lm-gpt2 --model_type gpt2
     python recipes/language_modeling.py config.json      # or config.yaml: every option
     torchrun --nproc_per_node 2 recipes/language_modeling.py --output_dir runs/lm
     python recipes/language_modeling.py --help           # all options, with the defaults
@@ -54,6 +57,9 @@ logger = logging.getLogger("recipes.language_modeling")
 #: files) and ``encodings`` (generated code-page tables rather than code).
 EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "encodings"})
 
+#: Model families of ``--model_type``: the recipe's own `DecoderLM`, or transformers' GPT-2.
+MODEL_TYPES = ("decoder", "gpt2")
+
 #: Recipe defaults for `TrainingArguments` fields, given to the parser as its defaults
 #: (so ``--help`` shows them and any of them can still be overridden).
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -77,6 +83,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 class ModelDataArguments:
     """Options of this recipe: the corpus, the model shape and the closing text sample."""
 
+    model_type: str = field(
+        default="decoder",
+        metadata={"help": "Model family: 'decoder' (the recipe's own DecoderLM) or 'gpt2' (transformers)."},
+    )
     data_bytes: int = field(
         default=2_600_000, metadata={"help": "Bytes of standard-library source to read (train + eval)."}
     )
@@ -102,6 +112,8 @@ class ModelDataArguments:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with top_k > 0)."})
 
     def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}; got {self.model_type!r}")
         for name in ("data_bytes", "block_size", "generate_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -111,6 +123,13 @@ class ModelDataArguments:
             raise ValueError(f"need top_k >= 0 and temperature > 0, got {self.top_k} and {self.temperature}")
         if self.generate and not self.prompt:
             raise ValueError("prompt must not be empty with --generate")
+        if self.generate and self.model_type == "gpt2":
+            length = len(self.prompt.encode("utf-8")) + self.generate_tokens
+            if length > self.block_size:
+                raise ValueError(
+                    f"--model_type gpt2 --generate: the prompt ({length - self.generate_tokens} bytes) plus "
+                    f"generate_tokens ({self.generate_tokens}) must fit in block_size ({self.block_size})"
+                )
 
 
 # --------------------------------------------------------------------------- data
@@ -213,12 +232,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelDataArguments, Train
 
 
 # --------------------------------------------------------------------------- main
-def generate_text(model: DecoderLM, opts: ModelDataArguments, seed: int) -> str:
+def generate_text(model: torch.nn.Module, opts: ModelDataArguments, seed: int) -> str:
     """Continue ``opts.prompt`` by ``opts.generate_tokens`` bytes (greedy, or seeded top-k)."""
     device = next(model.parameters()).device
     prompt = torch.tensor([list(opts.prompt.encode("utf-8"))], dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    ids = model.generate(prompt, opts.generate_tokens, opts.temperature, opts.top_k, generator=generator)
+    if isinstance(model, DecoderLM):
+        generator = torch.Generator(device=device).manual_seed(seed)
+        ids = model.generate(prompt, opts.generate_tokens, opts.temperature, opts.top_k, generator=generator)
+    else:  # a transformers model: its own generate, seeded through the global generator
+        torch.manual_seed(seed)
+        sampling = {"top_k": opts.top_k, "temperature": opts.temperature} if opts.top_k else {}
+        ids = model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=opts.generate_tokens,
+            pad_token_id=0,
+            do_sample=bool(opts.top_k),
+            **sampling,
+        )
     return bytes(ids[0].tolist()).decode("utf-8", errors="replace")
 
 
@@ -245,7 +276,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         dropout=opts.dropout,
     )
     torch.manual_seed(args.seed)
-    model = DecoderLM(config)
+    if opts.model_type == "gpt2":
+        from recipes.hf_models import build_gpt2_lm
+
+        model = build_gpt2_lm(256, opts.block_size, opts.n_layer, opts.n_head, opts.d_model, opts.dropout)
+    else:
+        model = DecoderLM(config)
     logger.info(
         "corpus: %d train bytes (%d blocks), %d eval bytes (%d blocks); model: %.2fM parameters",
         len(train_text),
@@ -268,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer.save_metrics("eval", metrics)
 
     if trainer.is_world_process_zero():
-        Path(args.output_dir, "model_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        if opts.model_type == "decoder":  # a transformers model saves its own config.json
+            Path(args.output_dir, "model_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
         print(f"perplexity = {metrics['perplexity']:.4f}")
         print(f"Model saved to {args.output_dir}")
         if opts.generate:

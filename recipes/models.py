@@ -1,4 +1,4 @@
-"""A small decoder-only transformer language model for the recipes.
+"""Small models for the recipes: a decoder-only LM and two classifiers.
 
 `DecoderLM` is a GPT-style model: token embedding plus learned position embedding,
 ``n_layer`` pre-norm blocks (causal self-attention through
@@ -6,18 +6,31 @@
 LayerNorm and an output head tied to the token embedding. ``forward(input_ids,
 labels=None)`` returns ``{"loss", "logits"}`` with the usual causal LM loss: the
 logits at position ``t`` predict ``labels[t + 1]``, and label ``-100`` is ignored.
+
+`DigitsCNN` (image classification) and `BagOfEmbeddingsClassifier` (text
+classification) return ``{"loss", "logits"}`` with the cross-entropy of class labels;
+`classification_metrics` turns their eval predictions into accuracy and macro F1.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DecoderConfig", "DecoderLM", "causal_lm_loss"]
+__all__ = [
+    "BagOfEmbeddingsClassifier",
+    "DecoderConfig",
+    "DecoderLM",
+    "DigitsCNN",
+    "causal_lm_loss",
+    "classification_metrics",
+]
 
 IGNORE_INDEX = -100
 
@@ -206,3 +219,148 @@ class DecoderLM(nn.Module):
             ids = torch.cat([ids, next_id], dim=1)
         self.train(was_training)
         return ids
+
+
+# --------------------------------------------------------------------------- classifiers
+def _classifier_output(logits: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    if labels is None:
+        return {"logits": logits}
+    return {"loss": F.cross_entropy(logits.float(), labels), "logits": logits}
+
+
+class DigitsCNN(nn.Module):
+    """A small convolutional classifier for one-channel images (the 8x8 digits).
+
+    Two 3x3 convolutions (``channels`` and ``2 * channels`` feature maps, ReLU, same
+    padding), a 2x2 max pool, then a hidden layer of ``hidden_size`` and the class head.
+
+    Args:
+        num_labels: Number of classes.
+        image_size: Height and width of the (square) images; must be even.
+        channels: Feature maps of the first convolution.
+        hidden_size: Width of the hidden layer.
+        dropout: Dropout before the class head.
+
+    Example:
+        >>> model = DigitsCNN(num_labels=10)
+        >>> out = model(torch.zeros(4, 1, 8, 8), labels=torch.tensor([0, 1, 2, 3]))
+        >>> out["logits"].shape, out["loss"].ndim
+        (torch.Size([4, 10]), 0)
+    """
+
+    def __init__(
+        self,
+        num_labels: int = 10,
+        image_size: int = 8,
+        channels: int = 16,
+        hidden_size: int = 64,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        for name, value in (("num_labels", num_labels), ("channels", channels), ("hidden_size", hidden_size)):
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if image_size <= 0 or image_size % 2:
+            raise ValueError(f"image_size must be a positive even integer, got {image_size}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(2 * channels * (image_size // 2) ** 2, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, num_labels),
+        )
+
+    def forward(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Return ``{"logits"}`` for ``(batch, 1, H, W)`` images, plus ``"loss"`` with ``labels``."""
+        return _classifier_output(self.head(self.features(pixel_values)), labels)
+
+
+class BagOfEmbeddingsClassifier(nn.Module):
+    """A fastText-style text classifier: the mean of the token embeddings, then a linear head.
+
+    Padding positions (``attention_mask == 0``) are left out of the mean.
+
+    Args:
+        vocab_size: Number of token ids.
+        num_labels: Number of classes.
+        embed_dim: Width of the token embeddings.
+        dropout: Dropout on the pooled vector.
+        pad_token_id: Id of the padding token (its embedding is kept at zero).
+
+    Example:
+        >>> model = BagOfEmbeddingsClassifier(vocab_size=50, num_labels=3)
+        >>> ids = torch.tensor([[5, 6, 7], [8, 0, 0]])
+        >>> out = model(ids, attention_mask=(ids != 0).long(), labels=torch.tensor([0, 2]))
+        >>> out["logits"].shape, out["loss"].ndim
+        (torch.Size([2, 3]), 0)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_labels: int,
+        embed_dim: int = 64,
+        dropout: float = 0.1,
+        pad_token_id: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("num_labels", num_labels), ("embed_dim", embed_dim)):
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.pad_token_id = pad_token_id
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_token_id)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(embed_dim, num_labels)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Return ``{"logits"}`` for ``(batch, time)`` ids, plus ``"loss"`` with ``labels``."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.pad_token_id).long()
+        mask = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return _classifier_output(self.head(self.drop(pooled)), labels)
+
+
+def classification_metrics(num_classes: int) -> Callable[[Any], dict[str, float]]:
+    """A ``compute_metrics`` function: accuracy and macro F1 (torchmetrics) of class logits.
+
+    Args:
+        num_classes: Number of classes.
+
+    Returns:
+        A function of an `EvalPrediction` (``(logits, labels)``) returning
+        ``{"accuracy", "f1"}`` (the F1 is the unweighted mean over the classes).
+    """
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        preds = torch.as_tensor(logits).argmax(-1)
+        target = torch.as_tensor(labels).long()
+        kwargs = {"num_classes": num_classes}
+        return {
+            "accuracy": float(multiclass_accuracy(preds, target, average="micro", **kwargs)),
+            "f1": float(multiclass_f1_score(preds, target, average="macro", **kwargs)),
+        }
+
+    return compute_metrics
