@@ -77,11 +77,8 @@ def test_manifest_lists_sizes_and_checksums(root) -> None:
     path = f"{root}/checkpoint-1"
     io.save({"a.json": [1], "b.bin": b"12345"}, path)
     manifest = io.read_manifest(path)
-    assert manifest["format"] == "toolkit-checkpoint" and manifest["version"] == 1
-    assert manifest["files"]["b.bin"] == {
-        "size": 5,
-        "sha256": "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5",
-    }
+    assert manifest["format"] == "toolkit-checkpoint" and manifest["version"] == 2
+    assert manifest["files"]["b.bin"] == {"size": 5, "crc32": "cbf53a1c"}  # CRC-32 of b"12345"
     assert set(manifest["files"]) == {"a.json", "b.bin"}
 
 
@@ -153,7 +150,7 @@ def test_bit_flip_fails_the_checksum(root, tied_model) -> None:
     fs, base = fsspec.core.url_to_fs(path)
     target = f"{base}/model.safetensors"
     _flip_byte(fs, target, fs.size(target) - 3)  # inside the tensor data
-    with pytest.raises(CheckpointCorruptedError, match=r"model\.safetensors fails its sha256 checksum"):
+    with pytest.raises(CheckpointCorruptedError, match=r"model\.safetensors fails its crc32 checksum"):
         io.load(path)
     with pytest.raises(CheckpointCorruptedError, match=r"model\.safetensors"):
         io.verify(path)
@@ -276,15 +273,16 @@ _KILLED_SAVE = textwrap.dedent(
 
     target, ready = sys.argv[1], sys.argv[2]
     io = FsspecCheckpointIO(fsync=False)
-    write = io._write_file
+    write = io._write_entry
 
-    def slow_write(fs, path, data, local):
-        write(fs, path, data, local)
+    def slow_write(fs, path, name, value, local):
+        entry = write(fs, path, name, value, local)
         if path.endswith("model.safetensors"):
             open(ready, "w").close()  # the temp folder now holds a file: kill me here
             time.sleep(120)
+        return entry
 
-    io._write_file = slow_write
+    io._write_entry = slow_write
     io.save({"model.safetensors": {"w": torch.randn(256, 256)}, "z.pt": {"step": 2}}, target)
     """
 )

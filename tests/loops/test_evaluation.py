@@ -193,8 +193,10 @@ def test_eval_accumulation_steps_bounds_device_chunks(monkeypatch) -> None:
     monkeypatch.setattr(PredictionAccumulator, "add", add)
     monkeypatch.setattr(PredictionAccumulator, "offload", offload)
     ds = ToyData(10)
+    # a plain list of batches has no dataset length, so nothing is pre-sized: the
+    # per-batch chunks (what a GPU run keeps on the device) are what is bounded here
     out = EvaluationLoop(prediction_step=step, eval_accumulation_steps=2).run(
-        make_model(), DataLoader(ds, batch_size=2)
+        make_model(), list(DataLoader(ds, batch_size=2))
     )
     assert peak["held"] == 2
     # 3 accumulators x 2 due offloads (after batches 2 and 4), then a final one for the

@@ -23,14 +23,22 @@ SCRIPT = textwrap.dedent(
     from toolkit import Trainer
 
     kill_on = {kill_on!r}
-    original = io_mod.FsspecCheckpointIO._write_file
+    original_file, original_entry = io_mod.FsspecCheckpointIO._write_file, io_mod.FsspecCheckpointIO._write_entry
 
-    def write_file(self, fs, path, data, local):
+    def kill_at(path):
         if "checkpoint-3" in path and os.path.basename(path).startswith(kill_on):
             os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, fs, path, data, local)
+
+    def write_file(self, fs, path, data, local):  # the marker and the manifest
+        kill_at(path)
+        return original_file(self, fs, path, data, local)
+
+    def write_entry(self, fs, path, name, value, local):  # each state file, streamed
+        kill_at(path)
+        return original_entry(self, fs, path, name, value, local)
 
     io_mod.FsspecCheckpointIO._write_file = write_file
+    io_mod.FsspecCheckpointIO._write_entry = write_entry
     args = h.make_args({out!r}, max_steps=6, per_device_train_batch_size=2, save_strategy="steps",
                        save_steps=1, logging_steps=1, learning_rate=0.05)
     Trainer(h.seeded(h.DropoutRegressor, seed=0), args, train_dataset=h.regression_data(16)).train()

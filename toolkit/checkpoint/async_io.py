@@ -1,8 +1,9 @@
 """`AsyncCheckpointIO`: save checkpoints in a background thread.
 
-`AsyncCheckpointIO.save` copies the state on the calling thread (tensors to CPU, nested
-containers rebuilt), so training may change its tensors as soon as ``save`` returns, and
-then hands the copy to one worker thread that calls the wrapped `CheckpointIO`. At most
+`AsyncCheckpointIO.save` copies the state on the calling thread (tensors to CPU, into
+buffers reused from one save to the next; nested containers rebuilt), so training may
+change its tensors as soon as ``save`` returns, and then hands the copy to one worker
+thread that calls the wrapped `CheckpointIO` (encoding, checksums, writing). At most
 ``max_pending`` saves are in flight; one more blocks the caller until a slot frees up.
 
 A failure in the background is not lost: it is raised by the next call to `save`,
@@ -12,10 +13,11 @@ A failure in the background is not lost: it is raised by the next call to `save`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +27,7 @@ from toolkit.checkpoint.io import CheckpointIO
 from toolkit.checkpoint.serialization import MapLocation
 from toolkit.utils.background import BackgroundWorker
 
-__all__ = ["AsyncCheckpointIO", "snapshot"]
+__all__ = ["AsyncCheckpointIO", "SnapshotBuffers", "snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,22 +53,90 @@ def _count_storages(obj: Any, counts: dict[tuple[Any, int], set[int]], seen: set
             _count_storages(item, counts, seen)
 
 
+class SnapshotBuffers:
+    """CPU buffers that `snapshot` copies tensors into, kept for the next snapshot.
+
+    The n-th tensor (or shared storage) met while walking the state gets the n-th
+    buffer, reused when its shape, dtype and layout still match and replaced when not.
+    Once the buffers exist, a snapshot is one ``copy_`` per tensor into memory that is
+    already mapped: no allocation, no page faults. Whoever holds a snapshot taken with
+    these buffers must be done with it before they are passed to `snapshot` again.
+    """
+
+    def __init__(self) -> None:
+        self.tensors: list[torch.Tensor] = []
+        self.storages: list[torch.UntypedStorage] = []
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffers."""
+        return sum(t.untyped_storage().nbytes() for t in self.tensors) + sum(
+            s.nbytes() for s in self.storages
+        )
+
+
+def _fits(buffer: torch.Tensor, t: torch.Tensor) -> bool:
+    return buffer.dtype == t.dtype and buffer.shape == t.shape and buffer.stride() == t.stride()
+
+
 class _Copier:
     """Copies a nested state, keeping tensors that share memory sharing it in the copy."""
 
-    def __init__(self, shared: set[tuple[Any, int]]) -> None:
+    def __init__(self, shared: set[tuple[Any, int]], buffers: SnapshotBuffers | None = None) -> None:
         self.shared = shared
+        self.buffers = buffers
+        self.n_tensors = 0
+        self.n_storages = 0
         self.storages: dict[tuple[Any, int], torch.UntypedStorage] = {}
         self.memo: dict[int, Any] = {}
+
+    def _tensor_buffer(self, t: torch.Tensor) -> torch.Tensor:
+        """The reused buffer for the next tensor (allocated when there is none that fits)."""
+        held = self.buffers.tensors  # type: ignore[union-attr]
+        i = self.n_tensors
+        self.n_tensors += 1
+        if i < len(held) and _fits(held[i], t):
+            return held[i]
+        if t.is_contiguous() or not t.is_non_overlapping_and_dense():
+            buffer = torch.empty(t.shape, dtype=t.dtype, device="cpu")
+        else:  # keep the layout (e.g. channels-last) so the copy is a straight memcpy
+            buffer = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+        if i < len(held):
+            held[i] = buffer
+        else:
+            held.append(buffer)
+        return buffer
+
+    def _storage_buffer(self, source: torch.UntypedStorage) -> torch.UntypedStorage:
+        held = self.buffers.storages  # type: ignore[union-attr]
+        i = self.n_storages
+        self.n_storages += 1
+        if i < len(held) and held[i].nbytes() == source.nbytes():
+            return held[i]
+        buffer = torch.UntypedStorage(source.nbytes(), device="cpu")
+        if i < len(held):
+            held[i] = buffer
+        else:
+            held.append(buffer)
+        return buffer
 
     def tensor(self, t: torch.Tensor) -> torch.Tensor:
         t = t.detach()
         key = _storage_key(t)
         if key is None or key not in self.shared:
-            return t.to("cpu", copy=True)
+            if self.buffers is None or key is None or t.layout != torch.strided:
+                return t.to("cpu", copy=True)
+            buffer = self._tensor_buffer(t)
+            buffer.copy_(t)
+            return buffer
         storage = self.storages.get(key)
         if storage is None:
-            storage = t.untyped_storage().cpu() if t.device.type != "cpu" else t.untyped_storage().clone()
+            source = t.untyped_storage()
+            if self.buffers is not None:
+                storage = self._storage_buffer(source)
+                storage.copy_(source)
+            else:
+                storage = source.cpu() if t.device.type != "cpu" else source.clone()
             self.storages[key] = storage
         return torch.empty(0, dtype=t.dtype).set_(storage, t.storage_offset(), t.size(), t.stride())
 
@@ -96,7 +166,7 @@ class _Copier:
         return out
 
 
-def snapshot(state: Any) -> Any:
+def snapshot(state: Any, buffers: SnapshotBuffers | None = None) -> Any:
     """Return a copy of ``state`` that later changes to the original cannot reach.
 
     Tensors are copied to CPU (tensors that share memory, such as tied weights, keep
@@ -105,22 +175,56 @@ def snapshot(state: Any) -> Any:
 
     Args:
         state: A nested structure of containers, tensors and plain values.
+        buffers: Copy the tensors into these reused buffers (see `SnapshotBuffers`)
+            instead of fresh memory; the copy's tensors are then those buffers.
 
     Returns:
         The independent copy.
     """
     counts: dict[tuple[Any, int], set[int]] = {}
     _count_storages(state, counts, set())
-    return _Copier({key for key, ids in counts.items() if len(ids) > 1})(state)
+    copier = _Copier({key for key, ids in counts.items() if len(ids) > 1}, buffers)
+    with _one_intra_op_thread():
+        return copier(state)
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """Run CPU copies on the calling thread alone.
+
+    A copy is bound by memory bandwidth, which one core nearly saturates; with several
+    intra-op threads on a machine whose cores are busy, each copy waits for the slowest
+    thread to be scheduled (measured 5-10x slower on a loaded 2-core machine).
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class AsyncCheckpointIO(CheckpointIO):
     """Wraps any `CheckpointIO` so that `save` returns as soon as the state is copied.
 
+    The copy made on the calling thread is the only work ``save`` does there: each
+    tensor is copied (``copy_``) into a CPU buffer kept from the previous save
+    (`SnapshotBuffers`, one set per pending save), so after the first save it costs one
+    memory copy of the state and no allocation. Encoding, checksums and writing all
+    happen on the worker thread.
+
     Args:
-        inner: The `CheckpointIO` that does the writing, on one worker thread.
+        inner: The `CheckpointIO` that does the writing, on one worker thread. With
+            ``reuse_buffers`` it must be done with the tensors it is given when its
+            ``save`` returns (every `CheckpointIO` that writes bytes is).
         max_pending: How many saves may be queued or running at once; a further
             `save` blocks until one finishes. At least 1.
+        reuse_buffers: Keep the snapshot buffers between saves (up to ``max_pending``
+            sets, each the size of the state's tensors). False: fresh memory every
+            save, released once it is written.
 
     Raises:
         ValueError: ``max_pending`` is below 1.
@@ -135,19 +239,33 @@ class AsyncCheckpointIO(CheckpointIO):
         >>> FsspecCheckpointIO().remove("memory://async-doc")
     """
 
-    def __init__(self, inner: CheckpointIO, max_pending: int = 1) -> None:
+    def __init__(self, inner: CheckpointIO, max_pending: int = 1, reuse_buffers: bool = True) -> None:
         if not isinstance(inner, CheckpointIO):
             raise TypeError(f"inner must be a CheckpointIO, got {type(inner).__name__}")
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"max_pending must be an int >= 1, got {max_pending!r}")
         self.inner = inner
         self.max_pending = max_pending
+        self.reuse_buffers = reuse_buffers
         self._slots = threading.BoundedSemaphore(max_pending)
+        self._free_buffers: list[SnapshotBuffers] = []
+        self._buffers_lock = threading.Lock()
         self._worker = BackgroundWorker("toolkit-checkpoint")
 
     # ------------------------------------------------------------------ background
 
-    def _run(self, state: dict[str, Any], path: str) -> None:
+    def _take_buffers(self) -> SnapshotBuffers | None:
+        if not self.reuse_buffers:
+            return None
+        with self._buffers_lock:
+            return self._free_buffers.pop() if self._free_buffers else SnapshotBuffers()
+
+    def _give_back(self, buffers: SnapshotBuffers | None) -> None:
+        if buffers is not None:
+            with self._buffers_lock:
+                self._free_buffers.append(buffers)
+
+    def _run(self, state: dict[str, Any], path: str, buffers: SnapshotBuffers | None = None) -> None:
         """Worker body; the worker keeps the first failure for the caller."""
         try:
             self.inner.save(state, path)
@@ -155,6 +273,8 @@ class AsyncCheckpointIO(CheckpointIO):
             logger.error("background checkpoint save to %s failed: %s", path, error)
             raise
         finally:
+            del state  # the snapshot's tensors are the buffers: drop this reference first
+            self._give_back(buffers)
             self._slots.release()
 
     # ------------------------------------------------------------------ interface
@@ -175,10 +295,13 @@ class AsyncCheckpointIO(CheckpointIO):
             raise RuntimeError("AsyncCheckpointIO is closed")
         self._worker.raise_error()
         self._slots.acquire()
+        buffers = None
         try:
             self._worker.raise_error()
-            self._worker.submit(self._run, snapshot(state), path)
+            buffers = self._take_buffers()
+            self._worker.submit(self._run, snapshot(state, buffers), path, buffers)
         except BaseException:
+            self._give_back(buffers)
             self._slots.release()
             raise
 
@@ -191,12 +314,17 @@ class AsyncCheckpointIO(CheckpointIO):
         self._worker.wait()
 
     def close(self) -> None:
-        """Wait for pending saves, then stop the worker; calling it again does nothing.
+        """Wait for pending saves, then stop the worker and free the snapshot buffers;
+        calling it again does nothing.
 
         Raises:
             Exception: The first unreported failure of a background save.
         """
-        self._worker.close()
+        try:
+            self._worker.close()
+        finally:
+            with self._buffers_lock:
+                self._free_buffers.clear()
 
     @property
     def pending(self) -> int:

@@ -13,7 +13,7 @@ encoded follows from the file name:
 A ``bytes`` value is written as is whatever the name (and decoded by its extension on load).
 
 **Commit protocol.** Every folder gets a ``manifest.json`` (format name, version, and
-each file's size and sha256), written last: a folder without a valid manifest is not a
+each file's size and checksum), written last: a folder without a valid manifest is not a
 checkpoint, for `exists` and for every reader. On a local file system the files are
 written into a sibling ``<path>.tmp-<uuid>`` folder, which is renamed into place once
 complete; the manifest is then written (itself via a temporary name and a rename). Object
@@ -21,6 +21,13 @@ stores have no atomic rename, so there the files go straight under the final pat
 the manifest is written after all of them. A marker file (`PARTIAL_MARKER`) is written
 first and removed after the commit, so that a leftover partial folder can be told apart
 from a folder someone else wrote (see `toolkit.checkpoint.manager`).
+
+**Streaming.** Each file is encoded straight into its destination while its size and
+CRC-32 are taken on the way (`toolkit.checkpoint.checksum`): no file is built in memory
+first and nothing is read back. On a local disk, loading checks each file's size and
+checksum in one chunked read, then decodes from the file itself: safetensors and
+``torch.save`` archives are memory-mapped (private, copy-on-write), so tensors are not
+copied up front. Manifests written before this layout (version 1, sha256) still load.
 
 This class only moves bytes: it never overwrites an existing folder and never decides
 what to delete. Naming, rotation and clean-up are `CheckpointManager`'s job.
@@ -31,16 +38,25 @@ from __future__ import annotations
 import abc
 import builtins
 import errno
-import hashlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from toolkit.checkpoint.checksum import (
+    Checksum,
+    HashingWriter,
+    PendingChecksum,
+    checksum_key,
+    file_checksum,
+    start_file_checksum,
+)
 from toolkit.checkpoint.serialization import (
     CheckpointCorruptedError,
     CheckpointWriteError,
@@ -48,10 +64,14 @@ from toolkit.checkpoint.serialization import (
     UnsafeCheckpointError,
     json_from_bytes,
     json_to_bytes,
+    load_object,
+    load_tensors,
     object_from_bytes,
     object_to_bytes,
     tensors_from_bytes,
     tensors_to_bytes,
+    write_object,
+    write_tensors,
 )
 
 __all__ = [
@@ -71,7 +91,10 @@ MANIFEST_NAME = "manifest.json"
 #: Value of the manifest's ``"format"`` field.
 MANIFEST_FORMAT = "toolkit-checkpoint"
 #: Manifest layout version written by this code; newer versions are refused on load.
-MANIFEST_VERSION = 1
+#: Version 2 records a CRC-32 per file (``"crc32"``); version 1 recorded sha256, still read.
+MANIFEST_VERSION = 2
+#: The checksum new manifests record for each file.
+CHECKSUM = "crc32"
 #: Written first into every folder being saved and removed after the commit.
 PARTIAL_MARKER = ".toolkit-partial"
 #: Temporary sibling folders are named ``<path>` + TEMP_INFIX + <32 hex digits>``.
@@ -142,6 +165,69 @@ class CheckpointIO(abc.ABC):
             path: A folder; an absent path, or a file, gives an empty list.
         """
 
+    def _start_checks(
+        self, root: str, label: str, files: dict[str, Any], names: list[str], verify: bool
+    ) -> dict[str, PendingChecksum]:
+        """Check the sizes of local files now and start their checksums on helper threads."""
+        pending: dict[str, PendingChecksum] = {}
+        try:
+            for name in names:
+                target = f"{root}/{name}"
+                if not os.path.isfile(target):
+                    raise CheckpointCorruptedError(f"{label}/{name} is listed in the manifest but missing")
+                _check_size(label, name, files[name], os.path.getsize(target))
+                if verify:
+                    pending[name] = start_file_checksum(
+                        target, checksum_key(files[name]), threads=_HASH_THREADS
+                    )
+        except BaseException:
+            for check in pending.values():
+                check.close()
+            raise
+        return pending
+
+    @staticmethod
+    def _finish_checks(label: str, files: dict[str, Any], pending: dict[str, PendingChecksum]) -> None:
+        """Wait for the checksums started by `_start_checks`; raise for the first bad file."""
+        try:
+            for name in list(pending):
+                size, digest = pending.pop(name).result()
+                _check_size(label, name, files[name], size)
+                _check_digest(label, name, files[name], checksum_key(files[name]), digest)
+        finally:
+            for check in pending.values():
+                check.close()
+
+    def _load_local(
+        self,
+        root: str,
+        label: str,
+        files: dict[str, Any],
+        wanted: list[str],
+        map_location: MapLocation,
+        verify: bool,
+    ) -> dict[str, Any]:
+        """Checksums run on helper threads (the files memory-mapped) while this thread
+        decodes from the files; nothing is returned unless every checksum matches."""
+        pending = self._start_checks(root, label, files, wanted, verify)
+        out: dict[str, Any] = {}
+        failed: tuple[str, Exception] | None = None
+        try:
+            for name in wanted:
+                try:
+                    out[name] = _decode_file(name, f"{root}/{name}", map_location)
+                except Exception as exc:  # reported after the checksums: a damaged file says so
+                    failed = (name, exc)
+                    break
+        finally:
+            self._finish_checks(label, files, pending)
+        if failed is not None:
+            name, exc = failed
+            if isinstance(exc, (UnsafeCheckpointError, CheckpointCorruptedError)):
+                raise exc
+            raise CheckpointCorruptedError(f"{label}/{name} cannot be decoded: {exc}") from exc
+        return out
+
     def verify(self, path: str) -> None:
         """Check that ``path`` is committed and intact, without keeping what was read.
 
@@ -167,8 +253,37 @@ class CheckpointIO(abc.ABC):
         return False
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _digest(data: bytes, algorithm: str) -> str:
+    checksum = Checksum(algorithm)
+    checksum.update(data)
+    return checksum.hexdigest()
+
+
+#: Parts a large file's CRC-32 is split into when loading (hashed at once on helper threads).
+_HASH_THREADS = 2
+_helper_pool: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _helper() -> ThreadPoolExecutor:
+    """One shared thread for flushing files to disk while the caller hashes them."""
+    global _helper_pool
+    with _helper_lock:
+        if _helper_pool is None:
+            _helper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolkit-fsync")
+        return _helper_pool
+
+
+def _check_size(label: str, name: str, entry: dict[str, Any], size: int) -> None:
+    if size != entry["size"]:
+        raise CheckpointCorruptedError(
+            f"{label}/{name} has {size} bytes, the manifest says {entry['size']} (truncated or altered)"
+        )
+
+
+def _check_digest(label: str, name: str, entry: dict[str, Any], key: str | None, digest: str) -> None:
+    if key is None or digest != entry[key]:
+        raise CheckpointCorruptedError(f"{label}/{name} fails its {key} checksum (the file is damaged)")
 
 
 def _check_name(name: Any) -> str:
@@ -206,6 +321,32 @@ def _encode(name: str, value: Any) -> bytes:
         "'.safetensors' (dict of tensors), '.json' (JSON-able), '.pt'/'.pth'/'.bin' "
         "(torch.save-able), or pass bytes"
     )
+
+
+def _encode_into(name: str, value: Any, f: HashingWriter) -> None:
+    """Stream one state entry into ``f`` (the same bytes `_encode` returns)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        f.write(value)
+    elif name.endswith(".safetensors") and isinstance(value, Mapping):
+        try:
+            write_tensors(value, f)
+        except TypeError as exc:
+            raise TypeError(f"{name!r}: {exc}") from exc
+    elif name.endswith(_PICKLE_SUFFIXES):
+        write_object(value, f, record_checksums=False)  # the manifest checksums the whole file
+    else:
+        f.write(_encode(name, value))
+
+
+def _decode_file(name: str, path: str, map_location: MapLocation) -> Any:
+    """Decode a local file from its path: tensors and archives are mapped, not read."""
+    if name.endswith(".safetensors"):
+        return load_tensors(path, map_location)
+    if name.endswith(_PICKLE_SUFFIXES):
+        return load_object(path, map_location, name=name, mmap=os.name == "posix")
+    with open(path, "rb") as f:
+        data = f.read()
+    return json_from_bytes(data) if name.endswith(".json") else data
 
 
 def _decode(name: str, data: bytes, map_location: MapLocation) -> Any:
@@ -288,6 +429,30 @@ class FsspecCheckpointIO(CheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
 
+    def _write_entry(self, fs: Any, path: str, name: str, value: Any, local: bool) -> dict[str, Any]:
+        """Stream one entry into its file; return its manifest entry (size and checksum).
+
+        Object stores: hashed on the way out. Local disks: the written file is hashed in
+        place (memory-mapped, from the page cache) while a helper thread flushes it to
+        disk, so the checksum costs no extra time when the disk is the bottleneck.
+        """
+        with fs.open(path, "wb") as f:
+            writer = HashingWriter(f, None if local else CHECKSUM)
+            _encode_into(name, value, writer)
+            if not local:
+                return {"size": writer.size, CHECKSUM: writer.hexdigest()}
+            f.flush()
+            synced = _helper().submit(os.fsync, f.fileno()) if self.fsync else None
+            try:
+                with open(path, "rb") as written:
+                    size, digest = file_checksum(written, CHECKSUM)
+            finally:
+                if synced is not None:
+                    synced.result()
+        if size != writer.size:
+            raise CheckpointWriteError(f"{path}: {writer.size} bytes were written but {size} are on disk")
+        return {"size": size, CHECKSUM: digest}
+
     def _fsync_dir(self, path: str) -> None:
         if not self.fsync:
             return
@@ -339,11 +504,7 @@ class FsspecCheckpointIO(CheckpointIO):
                 _check_name(name)
             except ValueError as exc:
                 raise CheckpointCorruptedError(f"{label}/{MANIFEST_NAME}: bad file name {name!r}") from exc
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("size"), int)
-                and isinstance(entry.get("sha256"), str)
-            ):
+            if not (isinstance(entry, dict) and isinstance(entry.get("size"), int) and checksum_key(entry)):
                 raise CheckpointCorruptedError(f"{label}/{MANIFEST_NAME}: bad entry for {name!r}")
         return manifest
 
@@ -354,12 +515,10 @@ class FsspecCheckpointIO(CheckpointIO):
             data = fs.cat_file(f"{path}/{name}")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise CheckpointCorruptedError(f"{label}/{name} is listed in the manifest but missing") from None
-        if len(data) != entry["size"]:
-            raise CheckpointCorruptedError(
-                f"{label}/{name} has {len(data)} bytes, the manifest says {entry['size']} (truncated or altered)"
-            )
-        if verify and _sha256(data) != entry["sha256"]:
-            raise CheckpointCorruptedError(f"{label}/{name} fails its sha256 checksum (the file is damaged)")
+        _check_size(label, name, entry, len(data))
+        if verify:
+            key = checksum_key(entry)
+            _check_digest(label, name, entry, key, _digest(data, key))
         return data
 
     # ------------------------------------------------------------------ interface
@@ -392,10 +551,7 @@ class FsspecCheckpointIO(CheckpointIO):
             fs.makedirs(workdir, exist_ok=False if local else True)
             self._write_file(fs, f"{workdir}/{PARTIAL_MARKER}", b"", local)
             for name in sorted(state):
-                data = _encode(name, state[name])
-                self._write_file(fs, f"{workdir}/{name}", data, local)
-                entries[name] = {"size": len(data), "sha256": _sha256(data)}
-                del data
+                entries[name] = self._write_entry(fs, f"{workdir}/{name}", name, state[name], local)
             if local:
                 self._fsync_dir(workdir)
                 if _occupied(fs, final):
@@ -447,11 +603,13 @@ class FsspecCheckpointIO(CheckpointIO):
         """Read a committed checkpoint; see `CheckpointIO.load`.
 
         Sizes are always checked against the manifest; checksums when ``verify`` is True.
+        Local files are checked in one chunked read and then decoded from the file
+        (safetensors and ``torch.save`` archives memory-mapped, copy-on-write).
 
         Args:
             path: The checkpoint folder.
             map_location: Device for loaded tensors (and for ``.pt`` files); None = CPU.
-            verify: Check each file's sha256 against the manifest.
+            verify: Check each file's checksum against the manifest.
             names: Load only these files (default: every file in the manifest).
 
         Returns:
@@ -471,6 +629,8 @@ class FsspecCheckpointIO(CheckpointIO):
         missing = [n for n in wanted if n not in files]
         if missing:
             raise KeyError(f"{label} has no file(s) {missing}; it holds {sorted(files)}")
+        if self._is_local(fs):
+            return self._load_local(root, label, files, wanted, map_location, verify)
         out: dict[str, Any] = {}
         for name in wanted:
             data = self._read_checked(fs, root, label, name, files[name], verify)
@@ -483,7 +643,7 @@ class FsspecCheckpointIO(CheckpointIO):
         return out
 
     def verify(self, path: str) -> None:
-        """Check the manifest, every file's size and sha256, without decoding anything.
+        """Check the manifest, every file's size and checksum, without decoding or keeping anything.
 
         Args:
             path: The checkpoint folder.
@@ -495,6 +655,9 @@ class FsspecCheckpointIO(CheckpointIO):
         fs, root = self._fs(path)
         label = os.fspath(path).rstrip("/")
         files = self._read_manifest(fs, root, label)["files"]
+        if self._is_local(fs):
+            self._finish_checks(label, files, self._start_checks(root, label, files, sorted(files), True))
+            return
         for name in sorted(files):
             self._read_checked(fs, root, label, name, files[name], verify=True)
 
@@ -505,7 +668,8 @@ class FsspecCheckpointIO(CheckpointIO):
             path: The checkpoint folder.
 
         Returns:
-            ``{"format": ..., "version": ..., "files": {name: {"size", "sha256"}}}``.
+            ``{"format": ..., "version": ..., "files": {name: {"size", "crc32"}}}`` (version 1
+            manifests carry ``"sha256"`` instead of ``"crc32"``).
 
         Raises:
             FileNotFoundError: Nothing exists at ``path``.

@@ -19,12 +19,13 @@ layer can raise them.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pickle
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import IO, Any, Union
 
 import safetensors.torch
@@ -39,11 +40,13 @@ __all__ = [
     "MapLocation",
     "tensors_to_bytes",
     "tensors_from_bytes",
+    "write_tensors",
     "save_tensors",
     "load_tensors",
     "read_tensors_metadata",
     "object_to_bytes",
     "object_from_bytes",
+    "write_object",
     "save_object",
     "load_object",
     "json_to_bytes",
@@ -177,6 +180,82 @@ def tensors_to_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str,
     return safetensors.torch.save(unique, metadata=_full_metadata(metadata, aliases))
 
 
+# safetensors dtype names, in the order of the Rust library's ``Dtype`` enum: its writer
+# puts wider types first (so every tensor is aligned), then sorts by name.
+_SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
+    dtype: code
+    for code, dtype in (
+        ("BOOL", torch.bool),
+        ("U8", torch.uint8),
+        ("I8", torch.int8),
+        ("I16", torch.int16),
+        ("U16", getattr(torch, "uint16", None)),
+        ("F16", torch.float16),
+        ("BF16", torch.bfloat16),
+        ("I32", torch.int32),
+        ("U32", getattr(torch, "uint32", None)),
+        ("F32", torch.float32),
+        ("F64", torch.float64),
+        ("I64", torch.int64),
+        ("U64", getattr(torch, "uint64", None)),
+    )
+    if dtype is not None
+}
+_DTYPE_RANK = {code: rank for rank, code in enumerate(_SAFETENSORS_DTYPES.values())}
+
+
+def _tensor_bytes(t: torch.Tensor) -> Any:
+    """A zero-copy uint8 view of a contiguous CPU tensor's memory (a numpy array)."""
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def write_tensors(
+    tensors: Mapping[str, torch.Tensor], f: IO[bytes], metadata: Mapping[str, str] | None = None
+) -> None:
+    """Stream a dict of tensors to ``f`` in the safetensors format, without building the file in memory.
+
+    The header is written first, then each tensor's memory straight from the tensor
+    (one tensor at a time is copied to CPU when it lives on another device). The bytes
+    are those ``safetensors.torch.save`` would produce. Tied tensors are handled as in
+    `tensors_to_bytes`; dtypes this writer does not know fall back to the safetensors
+    encoder (one copy in memory).
+
+    Args:
+        tensors: Name to tensor.
+        f: A binary file object open for writing (only ``write`` is used).
+        metadata: Extra str-to-str metadata for the file header.
+
+    Raises:
+        TypeError: A value is not a tensor, or metadata is not str to str.
+    """
+    unique, aliases = _dedupe_shared(tensors)
+    meta = _full_metadata(metadata, aliases)
+    if any(t.dtype not in _SAFETENSORS_DTYPES or t.layout != torch.strided for t in unique.values()):
+        f.write(safetensors.torch.save(unique, metadata=meta))
+        return
+    order = sorted(unique, key=lambda name: (-_DTYPE_RANK[_SAFETENSORS_DTYPES[unique[name].dtype]], name))
+    header: dict[str, Any] = {"__metadata__": meta}
+    offset = 0
+    for name in order:
+        t = unique[name]
+        end = offset + t.numel() * t.element_size()
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, end],
+        }
+        offset = end
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    f.write(struct.pack("<Q", len(raw)))
+    f.write(raw)
+    for name in order:
+        t = unique[name]
+        if t.numel() == 0:
+            continue
+        f.write(_tensor_bytes(t if t.device.type == "cpu" else t.cpu()))
+
+
 def save_tensors(
     tensors: Mapping[str, torch.Tensor],
     target: PathOrFile,
@@ -186,7 +265,8 @@ def save_tensors(
 
     Args:
         tensors: Name to tensor; see `tensors_to_bytes`.
-        target: A local path or a binary file object open for writing.
+        target: A local path or a binary file object open for writing (streamed to, see
+            `write_tensors`).
         metadata: Extra str-to-str metadata for the file header.
 
     Raises:
@@ -196,7 +276,7 @@ def save_tensors(
         unique, aliases = _dedupe_shared(tensors)
         safetensors.torch.save_file(unique, os.fspath(target), metadata=_full_metadata(metadata, aliases))
     else:
-        target.write(tensors_to_bytes(tensors, metadata))
+        write_tensors(tensors, target, metadata)
 
 
 def _header_metadata(data: bytes, source: str) -> dict[str, str]:
@@ -303,6 +383,38 @@ def object_to_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
+@contextlib.contextmanager
+def _zip_crc(enabled: bool) -> Iterator[None]:
+    """Switch ``torch.save``'s per-record CRC-32 for the duration (where torch has the option)."""
+    get = getattr(torch.serialization, "get_crc32_options", None)
+    set_ = getattr(torch.serialization, "set_crc32_options", None)
+    if get is None or set_ is None or get() == enabled:
+        yield
+        return
+    set_(enabled)
+    try:
+        yield
+    finally:
+        set_(not enabled)
+
+
+def write_object(obj: Any, f: IO[bytes], *, record_checksums: bool = True) -> None:
+    """Stream ``obj`` into ``f`` with ``torch.save`` (no copy of the archive in memory).
+
+    Args:
+        obj: Anything ``torch.save`` accepts.
+        f: A binary file object with ``write`` and ``flush``.
+        record_checksums: Let ``torch.save`` compute the zip CRC-32 of every record
+            (as torch's own setting says).
+            Pass False when the caller checksums the whole file itself (a checkpoint's
+            manifest does): the archive still loads with ``torch.load``, but zip tools
+            then see zero CRCs. The switch is torch's process-wide option, set only
+            while this call runs.
+    """
+    with contextlib.nullcontext() if record_checksums else _zip_crc(False):
+        torch.save(obj, f)
+
+
 def save_object(obj: Any, f: PathOrFile) -> None:
     """Write ``obj`` with ``torch.save``.
 
@@ -313,7 +425,9 @@ def save_object(obj: Any, f: PathOrFile) -> None:
     torch.save(obj, f)
 
 
-def load_object(f: PathOrFile, map_location: Any = None, *, name: str | None = None) -> Any:
+def load_object(
+    f: PathOrFile, map_location: Any = None, *, name: str | None = None, mmap: bool = False
+) -> Any:
     """Read an object written by `save_object`, refusing pickles that would run code.
 
     Uses ``torch.load(..., weights_only=True)``: tensors, numbers, strings and plain
@@ -324,6 +438,9 @@ def load_object(f: PathOrFile, map_location: Any = None, *, name: str | None = N
         f: A local path or a binary file object open for reading.
         map_location: As for ``torch.load`` (device, string, dict or callable).
         name: File name for error messages (defaults to the path or the file's name).
+        mmap: For a local path written by ``torch.save`` (zip format): map the file
+            instead of reading it, so tensors are backed by the file's pages (private,
+            copy-on-write) and nothing is copied up front. Ignored otherwise.
 
     Returns:
         The loaded object.
@@ -332,7 +449,10 @@ def load_object(f: PathOrFile, map_location: Any = None, *, name: str | None = N
         UnsafeCheckpointError: The pickle references a global outside the allow-list.
     """
     label = name or _describe(f)
+    mmap = mmap and isinstance(f, (str, os.PathLike)) and _is_zip(f)
     try:
+        if mmap:
+            return torch.load(f, map_location=map_location, weights_only=True, mmap=True)
         return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
@@ -341,6 +461,11 @@ def load_object(f: PathOrFile, map_location: Any = None, *, name: str | None = N
             "the file, allow the needed types with torch.serialization.safe_globals(...) or load "
             f"it yourself with torch.load(weights_only=False). Details: {exc}"
         ) from exc
+
+
+def _is_zip(path: str | os.PathLike[str]) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def object_from_bytes(data: bytes, map_location: Any = None, *, name: str = "<bytes>") -> Any:

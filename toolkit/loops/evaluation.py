@@ -2,8 +2,9 @@
 
 `EvaluationLoop` drives a prediction step over a dataloader, keeps the loss as a running
 device-side sum, accumulates predictions / labels / inputs with a
-`PredictionAccumulator` (a list of per-batch tensors per leaf, joined once at the end),
-and computes metrics. It knows nothing about `TrainingArguments`: the facade passes
+`PredictionAccumulator` (CPU outputs of a fixed shape copied into one array pre-sized
+to the dataset; anything else a list of per-batch tensors per leaf, joined once at the
+end), and computes metrics. It knows nothing about `TrainingArguments`: the facade passes
 plain values, and a composer can build one directly.
 
 Cost per batch: no host synchronisation and no concatenation, unless
@@ -112,8 +113,19 @@ class PredictionAccumulator:
     and concatenates each leaf once with `pad_and_concatenate`, padding differing
     trailing dimensions (e.g. sequence lengths) with ``padding_index``.
 
+    When the number of rows is known (``capacity``, e.g. the dataset length), a leaf
+    whose batches are CPU tensors of one trailing shape is written straight into one
+    pre-sized array instead: each batch is copied into its rows as it arrives, and
+    `result` returns the filled rows without any concatenation (half the peak memory of
+    keeping the batches and joining them). The first batch of another trailing shape (or
+    one past the capacity) ends that: the rows filled so far become the first chunk and
+    the leaf goes on as above. Untouched rows of the array are never written, so they
+    cost no memory.
+
     Args:
         padding_index: the fill value for padded positions.
+        capacity: the expected total number of rows (first dimension) per leaf, or
+            ``None`` when unknown.
 
     Example:
         >>> import torch
@@ -125,11 +137,17 @@ class PredictionAccumulator:
         ((3, 5), -100.0, (3,))
     """
 
-    def __init__(self, padding_index: int = -100) -> None:
+    def __init__(self, padding_index: int = -100, capacity: int | None = None) -> None:
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0):
+            raise ValueError(f"capacity must be None or an int >= 0, got {capacity!r}")
         self.padding_index = padding_index
+        self.capacity = capacity
         self.spec: Any = None
         self.device_chunks: list[list[torch.Tensor]] = []
         self.host_chunks: list[list[np.ndarray]] = []
+        #: Per leaf: the pre-sized array being filled (None when the leaf uses chunks).
+        self.buffers: list[np.ndarray | None] = []
+        self.filled: list[int] = []
         self.num_batches = 0
 
     @property
@@ -151,15 +169,56 @@ class PredictionAccumulator:
             _flatten_like(tree, self.spec, leaves)
             self.device_chunks = [[] for _ in leaves]
             self.host_chunks = [[] for _ in leaves]
+            self.buffers = [self._new_buffer(leaf) for leaf in leaves]
+            self.filled = [0] * len(leaves)
         else:
             leaves = []
             _flatten_like(tree, self.spec, leaves)
-        for held, host, leaf in zip(self.device_chunks, self.host_chunks, leaves):
+        for i, (held, host, leaf) in enumerate(zip(self.device_chunks, self.host_chunks, leaves)):
+            if self.buffers[i] is not None and self._fill(i, leaf):
+                continue
             if isinstance(leaf, torch.Tensor):
                 held.append(leaf.detach())
             else:
                 host.append(np.asarray(leaf))
         self.num_batches += 1
+
+    def _new_buffer(self, leaf: Any) -> np.ndarray | None:
+        """A pre-sized array for a leaf whose first batch is a CPU tensor with a batch dimension."""
+        if (
+            self.capacity is None
+            or not isinstance(leaf, torch.Tensor)
+            or leaf.device.type != "cpu"
+            or leaf.ndim == 0
+            or leaf.shape[0] > self.capacity
+        ):
+            return None
+        dtype = leaf.dtype
+        try:
+            torch.empty(0, dtype=dtype).numpy()
+        except TypeError:  # bfloat16, float8: numpy has no such type; float32, as `nested_numpify` gives
+            if not dtype.is_floating_point:
+                return None
+            dtype = torch.float32
+        return np.empty((self.capacity, *leaf.shape[1:]), dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+
+    def _fill(self, i: int, leaf: Any) -> bool:
+        """Copy one batch into leaf ``i``'s array; False (and the leaf goes back to chunks) when it does not fit."""
+        buffer = self.buffers[i]
+        start = self.filled[i]
+        if (
+            isinstance(leaf, torch.Tensor)
+            and leaf.device.type == "cpu"
+            and leaf.ndim == buffer.ndim
+            and tuple(leaf.shape[1:]) == buffer.shape[1:]
+            and start + leaf.shape[0] <= buffer.shape[0]
+        ):
+            torch.from_numpy(buffer[start : start + leaf.shape[0]]).copy_(leaf.detach())
+            self.filled[i] = start + leaf.shape[0]
+            return True
+        self.host_chunks[i].append(buffer[:start])  # the rows so far stay the first chunk
+        self.buffers[i] = None
+        return False
 
     def offload(self) -> None:
         """Move every tensor held on a device to CPU numpy, and release the device copies.
@@ -191,7 +250,10 @@ class PredictionAccumulator:
             return None
         self.offload()
         joined = []
-        for host in self.host_chunks:
+        for i, host in enumerate(self.host_chunks):
+            if self.buffers[i] is not None:
+                joined.append(self.buffers[i][: self.filled[i]])  # filled in place: nothing to join
+                continue
             if not host:
                 joined.append(None)
                 continue
@@ -373,9 +435,10 @@ class EvaluationLoop:
             the metrics (without runtime figures) and the number of samples.
         """
         loss_only = self.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
-        preds_acc = PredictionAccumulator(self.padding_index)
-        labels_acc = PredictionAccumulator(self.padding_index)
-        inputs_acc = PredictionAccumulator(self.padding_index)
+        rows = _dataset_length(dataloader)  # outputs are cut to it at the end: pre-size to it
+        preds_acc = PredictionAccumulator(self.padding_index, capacity=rows)
+        labels_acc = PredictionAccumulator(self.padding_index, capacity=rows)
+        inputs_acc = PredictionAccumulator(self.padding_index, capacity=rows)
         fire_step = self.callbacks is not None and self.callbacks.has_listeners("on_prediction_step")
         k = self.eval_accumulation_steps
 
