@@ -107,18 +107,18 @@ def plot_training_curves(log_history: Sequence[dict[str, Any]], path: str) -> st
         >>> history = [{"loss": 2.0, "learning_rate": 1e-3, "step": 1}, {"eval_loss": 1.5, "step": 1}]
         >>> out = plot_training_curves(history, "runs/doc")  # "runs/doc/training_curves.png", or None
     """
+    panels = _panels(log_history)  # before importing matplotlib, which costs far more than drawing nothing
+    if not panels:
+        logger.warning(
+            "training curves not drawn: the log history has no loss, metric or learning rate with a step"
+        )
+        return None
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
     except ImportError:
         logger.warning("training curves not drawn: matplotlib is not installed (pip install 'toolkit[plot]')")
-        return None
-    panels = _panels(log_history)
-    if not panels:
-        logger.warning(
-            "training curves not drawn: the log history has no loss, metric or learning rate with a step"
-        )
         return None
     columns = min(2, len(panels))
     rows = math.ceil(len(panels) / columns)

@@ -18,10 +18,13 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import fsspec
 import torch
 
+from toolkit.callbacks.base import TrainerCallback
 from toolkit.checkpoint import (
     AsyncCheckpointIO,
+    CheckpointCorruptedError,
     CheckpointIO,
     CheckpointManager,
     FsspecCheckpointIO,
@@ -30,13 +33,14 @@ from toolkit.checkpoint import (
 from toolkit.checkpoint import files as storage
 from toolkit.checkpoint.serialization import json_to_bytes, object_to_bytes, tensors_to_bytes
 from toolkit.state import TrainerState
+from toolkit.strategies.fsdp import is_sharded_checkpoint, load_sharded_checkpoint, save_sharded_checkpoint
 from toolkit.utils.seed import get_rng_state
 
 if TYPE_CHECKING:
     from toolkit.loops.training import TrainLoop
     from toolkit.trainer import Trainer
 
-__all__ = ["RunCheckpointer", "WEIGHTS_NAME", "SAFE_WEIGHTS_NAME"]
+__all__ = ["RunCheckpointer", "PreemptionAgreement", "WEIGHTS_NAME", "SAFE_WEIGHTS_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +68,9 @@ class RunCheckpointer:
             io = AsyncCheckpointIO(io)
         self.manager = CheckpointManager(args.output_dir, io=io, save_total_limit=args.save_total_limit or None)
         self.preempted = False
+        self._agreement: PreemptionAgreement | None = None  # several processes: agree before stopping
         self._written: set[str] = set()  # checkpoints saved by the current train() call
+        self._resume_files: tuple[str, dict[str, Any]] | None = None  # verified by resolve_resume
 
     # ----------------------------------------------------------------- output_dir safety
     def _previous_run_files(self, resume_path: str | None) -> list[str]:
@@ -93,6 +99,11 @@ class RunCheckpointer:
         """
         args = self.trainer.args
         self._written = set()
+        if args.should_save and _is_file(args.output_dir):
+            raise ValueError(
+                f"output_dir={args.output_dir!r} is a file, not a folder: checkpoints and the model are saved "
+                "into it. Choose a folder path."
+            )
         if args.overwrite_output_dir or not args.should_save:
             return
         clash = self._previous_run_files(resume_path)
@@ -155,6 +166,13 @@ class RunCheckpointer:
         rng_files = {} if self.trainer.args.save_only_model else self._rng_files()
         path = self._write_checkpoint(metrics, rng_files)
         strategy = self.trainer.strategy
+        if getattr(strategy, "sharded_checkpoint", False):
+            # FSDP SHARDED_STATE_DICT: every process writes its DCP shards into the committed folder
+            self.wait()
+            folder = strategy.broadcast(path)
+            if folder is not None:
+                strategy.save_checkpoint(folder, None if self.trainer.args.save_only_model else self.trainer.optimizer)
+            return path
         strategy.barrier()
         if getattr(strategy, "saves_own_checkpoint", False) and not self.trainer.args.save_only_model:
             # e.g. DeepSpeed: every process writes its shards (model, optimizer, scheduler) in its own format
@@ -201,12 +219,13 @@ class RunCheckpointer:
         t.store_flos()
         t.state.stateful_callbacks = self._stateful_callbacks()
         # gathered on every process first: a sharded strategy (FSDP) gathers with collectives
-        weights = self._weights_entry()
-        own_format = getattr(t.strategy, "saves_own_checkpoint", False)  # optimizer saved by the strategy
+        sharded = getattr(t.strategy, "sharded_checkpoint", False)  # weights and optimizer in DCP shards
+        weights = None if sharded else self._weights_entry()
+        own_format = sharded or getattr(t.strategy, "saves_own_checkpoint", False)  # optimizer saved by the strategy
         optimizer_state = None if t.args.save_only_model or own_format else t.strategy.optimizer_state_dict(t.optimizer)
         if not t.args.should_save:
             return None
-        files: dict[str, Any] = dict([weights])
+        files: dict[str, Any] = dict([weights]) if weights is not None else {}
         if not t.args.save_only_model:
             if not own_format:
                 files["optimizer.pt"] = optimizer_state
@@ -243,6 +262,12 @@ class RunCheckpointer:
     def save_model(self, output_dir: str) -> None:
         """Save the weights, the tokenizer (when it can save itself) and the arguments."""
         t = self.trainer
+        if getattr(t.strategy, "saves_sharded_model", False):  # fsdp_config final_state_dict_type=SHARDED_STATE_DICT
+            save_sharded_checkpoint(os.fspath(output_dir), t.strategy.unwrap(t.model_wrapped))  # every process
+            if t.args.should_save:
+                storage.write_bytes(storage.join(os.fspath(output_dir), TRAINING_ARGS_NAME),
+                                    json_to_bytes(t.args.to_dict()))
+            return
         state = self._model_state()  # on every process: a sharded strategy gathers with collectives
         if not t.args.should_save:
             return
@@ -274,11 +299,12 @@ class RunCheckpointer:
             ValueError: ``True`` but no valid checkpoint in ``output_dir``, or a path that
                 is not a valid checkpoint.
         """
+        self._resume_files = None
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
             return None
         if resume_from_checkpoint is True:
             for path in reversed(self.manager.list_checkpoints()):
-                if self.manager.is_valid(path):
+                if self._load_verified(path):
                     return path
             last = get_last_checkpoint(self.trainer.args.output_dir)
             if last is None:
@@ -287,25 +313,49 @@ class RunCheckpointer:
                     f"{self.trainer.args.output_dir!r}"
                 )
             raise ValueError(f"resume_from_checkpoint=True: the newest checkpoint {last!r} is not valid")
+        if not isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            raise TypeError(
+                "resume_from_checkpoint must be a checkpoint folder (str or path), True (the newest in "
+                f"output_dir), or False/None; got {type(resume_from_checkpoint).__name__} {resume_from_checkpoint!r}"
+            )
         path = os.fspath(resume_from_checkpoint)
         if not self.manager.io.exists(path):
             raise ValueError(
                 f"resume_from_checkpoint={path!r} is not a valid checkpoint folder (missing, or written "
                 "without a commit manifest)"
             )
-        if not self.manager.is_valid(path):
-            raise ValueError(f"resume_from_checkpoint={path!r} is damaged (see the warning above)")
+        try:
+            self._resume_files = (path, self.manager.io.load(path, map_location="cpu"))  # verified, kept
+        except CheckpointCorruptedError as exc:
+            raise ValueError(f"resume_from_checkpoint={path!r} is damaged: {exc}") from exc
         return path
+
+    def _load_verified(self, path: str) -> bool:
+        """Load ``path`` with every checksum verified and keep it for `load_for_resume`
+        (one read of the checkpoint, not a verification pass and then a load). Local
+        files are memory-mapped, so holding them until then costs next to nothing."""
+        try:
+            self._resume_files = (path, self.manager.io.load(path, map_location="cpu"))
+        except FileNotFoundError:
+            return False
+        except CheckpointCorruptedError as exc:
+            logger.warning("Checkpoint %s is not valid: %s", path, exc)
+            return False
+        return True
 
     def load_for_resume(self, path: str, loop: TrainLoop) -> None:
         """Restore the run saved at ``path`` into the trainer's parts and ``loop``."""
         t = self.trainer
-        files = self.manager.io.load(path, map_location="cpu")
+        kept, self._resume_files = self._resume_files, None  # loaded and verified by resolve_resume
+        files = kept[1] if kept is not None and kept[0] == path else self.manager.io.load(path, map_location="cpu")
         weights = files.get(SAFE_WEIGHTS_NAME, files.get(WEIGHTS_NAME))
-        if weights is None:
+        sharded = weights is None and is_sharded_checkpoint(path)  # FSDP SHARDED_STATE_DICT: DCP shards
+        if weights is None and not sharded:
             raise ValueError(f"resume_from_checkpoint={path!r} holds no model weights")
         if getattr(t.strategy, "saves_own_checkpoint", False):  # weights, optimizer, scheduler in its format
             t.strategy.load_checkpoint(path)
+        elif sharded:  # resharded to this run's processes, whatever their number
+            load_sharded_checkpoint(path, t.strategy.unwrap(t.model_wrapped), t.optimizer)
         else:
             _load_weights(t, weights, path)
             if "optimizer.pt" not in files:
@@ -342,7 +392,10 @@ class RunCheckpointer:
             return
         files = self.manager.io.load(best, map_location="cpu")
         weights = files.get(SAFE_WEIGHTS_NAME, files.get(WEIGHTS_NAME))
-        _load_weights(t, weights, best)
+        if weights is None and is_sharded_checkpoint(best):
+            load_sharded_checkpoint(best, t.strategy.unwrap(t.model_wrapped))
+        else:
+            _load_weights(t, weights, best)
         logger.info("Loaded the best model from %s (score %s).", best, t.state.best_metric)
 
     def wait(self) -> None:
@@ -360,6 +413,9 @@ class RunCheckpointer:
             hub.wait()
         if self.trainer.args.should_save:
             self.manager.rotate(best=self.trainer.state.best_model_checkpoint)
+        agreement, self._agreement = self._agreement, None
+        if agreement is not None and not self.preempted and agreement.agree():
+            self.preempted = True  # signalled after the last agreement (e.g. training was ending): exit together
         if self.preempted:
             logger.warning(
                 "Training stopped on a termination signal at step %d; a checkpoint was saved. Resume with "
@@ -367,16 +423,51 @@ class RunCheckpointer:
             )
             raise SystemExit(PREEMPTION_EXIT_CODE)
 
+    def interrupted(self) -> None:
+        """Ctrl-C (SIGINT, ``KeyboardInterrupt``) stopped training: nothing is saved for the
+        current step. Background saves already started are completed (a second Ctrl-C
+        abandons them; an unfinished one is never committed), and one log line says where
+        to resume from."""
+        try:
+            self.wait()
+        except Exception as exc:  # the interrupt is what the user is told about; this is extra
+            logger.error("A background checkpoint save failed: %s", exc)
+        latest = self.manager.latest() if self.trainer.args.should_save else None
+        logger.warning(
+            "Training interrupted (SIGINT) at step %d; this step was not saved. %s",
+            self.trainer.state.global_step,
+            f"The newest checkpoint is {latest}: resume with train(resume_from_checkpoint=True)."
+            if latest else "No checkpoint was saved.",
+        )
+
     # ----------------------------------------------------------------- preemption
+    #: With several processes, the processes agree on a pending stop every this many
+    #: optimizer steps (and at save and stop boundaries): one all-reduce of one number.
+    preemption_sync_steps: int = 10
+
     @contextlib.contextmanager
     def preemption_guard(self, loop: TrainLoop) -> Iterator[None]:
         """While training, SIGTERM (and SIGUSR1) ask the loop to save and stop at the next
-        step boundary. The handler only sets a flag."""
+        step boundary. The handler only sets a flag.
+
+        With several processes the signal may reach only some of them, and the save is a
+        collective: the handler then only marks this process, and the processes agree
+        (`PreemptionAgreement`) every ``preemption_sync_steps`` steps, at save or stop
+        boundaries and at the last step, so that all stop and save at the same step."""
         if not self.trainer.args.preemption_checkpoint or threading.current_thread() is not threading.main_thread():
             yield
             return
+        strategy = self.trainer.strategy
+        agreement = None
+        if strategy.world_size > 1:
+            agreement = PreemptionAgreement(strategy, loop, self, every=self.preemption_sync_steps)
+            self.trainer.callback_handler.add_callback(agreement)
+        self._agreement = agreement
 
         def handler(signum: int, frame: Any) -> None:
+            if agreement is not None:
+                agreement.signalled = True
+                return
             self.preempted = True
             loop.request_stop(save=True)
 
@@ -387,6 +478,46 @@ class RunCheckpointer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            if agreement is not None:
+                self.trainer.callback_handler.remove_callback(agreement)
+
+
+class PreemptionAgreement(TrainerCallback):
+    """Agrees across processes on a stop that a termination signal asked for.
+
+    The signal handler sets `signalled` on the processes it reached. At the end of an
+    optimizer step that is due (every ``every`` steps, a step that saves or stops, the
+    last step) every process adds its flag with one all-reduce; if any was set, all of
+    them mark the run preempted and ask the loop to save and stop at this same step.
+    Other steps cost one modulo: no collective, no host sync.
+
+    Args:
+        strategy: supplies the all-reduce (`Strategy.reduce`).
+        loop: the `TrainLoop` to stop.
+        checkpointer: marked ``preempted`` (training then exits with code 143).
+        every: optimizer steps between two agreements.
+    """
+
+    def __init__(self, strategy: Any, loop: TrainLoop, checkpointer: RunCheckpointer, every: int = 10) -> None:
+        if every < 1:
+            raise ValueError(f"preemption_sync_steps={every} must be >= 1")
+        self.strategy, self.loop, self.checkpointer, self.every = strategy, loop, checkpointer, int(every)
+        self.signalled = False
+        self.agreements = 0  # all-reduces run (for the overhead figures in docs/distributed.md)
+
+    def agree(self) -> bool:
+        """One all-reduce: True when any process was signalled (a collective)."""
+        self.agreements += 1
+        flag = torch.tensor(1.0 if self.signalled else 0.0)
+        return bool(self.strategy.reduce(flag, "sum").item() > 0)
+
+    def on_step_end(self, args: Any, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        """Agree at a due step; stop and save everywhere when a process was signalled."""
+        due = (state.global_step % self.every == 0 or state.global_step >= state.max_steps
+               or control.should_save or control.should_training_stop)
+        if due and self.agree():
+            self.checkpointer.preempted = True
+            self.loop.request_stop(save=True)
 
 
 def _state_dict(state: TrainerState) -> dict[str, Any]:
@@ -398,6 +529,12 @@ def _load_weights(trainer: Trainer, weights: dict[str, torch.Tensor], path: str)
         trainer.strategy.load_model_state_dict(trainer.model_wrapped, weights, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"The checkpoint {path!r} does not fit this model: {exc}") from exc
+
+
+def _is_file(path: str) -> bool:
+    """True when ``path`` (local or fsspec URL) exists and is not a folder."""
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    return fs.exists(fs_path) and not fs.isdir(fs_path)
 
 
 def _step_of(path: str | None) -> int | None:

@@ -184,9 +184,13 @@ class Trainer:
         self.current_flos = 0.0
         self._loss_scale = 1.0
         self._num_params: int | None = None
+        self._flops_model: nn.Module | None = None
+        self._model_flops: Callable[[Any], int] | None = None
+        self._count_tokens = bool(args.include_tokens_per_second)
         self._tokens_seen = 0
         self._grad_accum = args.gradient_accumulation_steps
         self._batch_size_search: _BatchSizeSearch | None = None
+        self._label_check_step = -1  # the step whose first batch is checked for label_names
         progress = PrinterCallback if args.disable_tqdm else ProgressCallback
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *_logger_callbacks(args, self.strategy.is_global_zero), *(callbacks or []), progress],
@@ -325,10 +329,15 @@ class Trainer:
     def floating_point_ops(self, inputs: Any) -> int:
         """FLOPs of a forward and backward pass: the model's own count when it has one,
         else 6 x parameters x tokens (batch elements of ``input_ids``, or samples)."""
-        if hasattr(self.model, "floating_point_ops"):
-            return self.model.floating_point_ops(inputs)
+        model = self.model
+        if model is not self._flops_model:  # looked up once per model, not per step
+            self._flops_model = model
+            self._model_flops = getattr(model, "floating_point_ops", None)
+            self._num_params = None
+        if self._model_flops is not None:
+            return self._model_flops(inputs)
         if self._num_params is None:
-            self._num_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            self._num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return 6 * self._num_params * _batch_tokens(inputs)
 
     # ----------------------------------------------------------------- optimizer
@@ -382,6 +391,9 @@ class Trainer:
         return self.autocast_smart_context_manager()
 
     def _prepare_inputs(self, inputs: Any) -> Any:
+        if inputs is None:
+            raise TypeError("The batch received was None: data_collator must return the model inputs (a dict, "
+                            "a tuple/list of tensors, or a tensor).")
         if isinstance(inputs, Mapping) and len(inputs) == 0:
             raise ValueError(
                 "The batch received was empty: the dataset items hold no key the model takes. "
@@ -401,10 +413,16 @@ class Trainer:
         The loss from `compute_loss` is multiplied by the loop's weight for this
         micro-batch (``self.loss_scale``: its share of the accumulation window's items).
         """
-        model.train()
+        # evaluation puts the unwrapped module in eval mode: two flag reads per step instead of
+        # a model.train() call that walks every submodule
+        if not (model.training and self.model.training):
+            model.train()
         inputs = self._prepare_inputs(inputs)
         with self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"The training loss must be a torch.Tensor, got {type(loss).__name__} {loss!r}: return "
+                            "the loss as a tensor from the model (or from compute_loss).")
         if loss.dim():
             loss = loss.mean()
         if self._loss_scale != 1.0:
@@ -419,7 +437,10 @@ class Trainer:
 
     def _loop_step(self, model: nn.Module, inputs: Any, loss_scale: float) -> torch.Tensor:
         self._loss_scale = loss_scale
-        if self.args.include_tokens_per_second:
+        if self.state.global_step == self._label_check_step:  # the first batch of this train() call
+            self._label_check_step = -1
+            _check_label_names(self.args.label_names, inputs)
+        if self._count_tokens:
             self._tokens_seen += _batch_tokens(inputs)
         self.current_flos += float(self.floating_point_ops(inputs))
         return self.training_step(model, inputs)
@@ -501,6 +522,13 @@ class Trainer:
             with trial_scope(self, trial):
                 return self.train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         args = self.args
+        customised = any(getattr(type(self), name).__module__.split(".")[0] != "toolkit"
+                         for name in ("evaluate", "get_eval_dataloader", "_evaluate_during_training"))
+        if args.evaluation_strategy != "no" and self.eval_dataset is None and not customised:
+            raise ValueError(
+                f"evaluation_strategy={args.evaluation_strategy.value!r} evaluates during training, but the "
+                "Trainer has no eval_dataset: pass eval_dataset=... or set evaluation_strategy='no'."
+            )
         checkpoint = self.checkpointer.resolve_resume(resume_from_checkpoint)
         self.checkpointer.begin_run(checkpoint)
         self._memory_tracker.start("train")
@@ -530,7 +558,7 @@ class Trainer:
         self._train_batch_size = batch_size
         self._grad_accum = ga
         self.is_in_train = True
-        train_dataloader = self.get_train_dataloader()
+        train_dataloader = self.strategy.setup_dataloader(self.get_train_dataloader())  # e.g. XLA's MpDeviceLoader
         max_steps, num_epochs, steps_per_epoch = self._training_length(train_dataloader)
         self.state = self._new_state(max_steps, num_epochs, trial)
         if args.gradient_checkpointing:
@@ -564,6 +592,7 @@ class Trainer:
         self._loop = loop
         if checkpoint is not None:
             self.checkpointer.load_for_resume(checkpoint, loop)
+        self._label_check_step = self.state.global_step
         self.callback_handler.set_objects(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
             train_dataloader=train_dataloader,
@@ -574,12 +603,16 @@ class Trainer:
             batch_size, ga, max_steps,
         )
         start_time, start_step = time.time(), self.state.global_step
+        self._count_tokens = bool(args.include_tokens_per_second)
         self._tokens_seen = 0
         self.current_flos = 0.0
         debugger = DebugUnderflowOverflow(self.model) if DebugOption.UNDERFLOW_OVERFLOW in args.debug else None
         try:
             with self.checkpointer.preemption_guard(loop):
                 train_loss = loop.run()
+        except KeyboardInterrupt:  # Ctrl-C stops at once, without a save (see docs/reliability.md)
+            self.checkpointer.interrupted()
+            raise
         finally:
             if debugger is not None:
                 debugger.remove()
@@ -693,6 +726,7 @@ class Trainer:
         example = (lambda: self._prepare_inputs(next(iter(dataloader)))) if args.jit_mode_eval else None
         model, jit_seconds = inference_model(model, half=half, jit_example=example)
         self.callback_handler.set_objects(eval_dataloader=dataloader)
+        dataloader = self.strategy.setup_dataloader(dataloader)  # e.g. XLA's MpDeviceLoader
         loop = EvaluationLoop(
             prediction_step=self.prediction_step, compute_metrics=self.compute_metrics,
             preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
@@ -800,6 +834,15 @@ def _batch_tokens(inputs: Any) -> int:
         if isinstance(ids, torch.Tensor):
             return ids.numel()
     return default_steps.count_items(inputs, ())
+
+
+def _check_label_names(label_names: list[str] | None, inputs: Any) -> None:
+    """Explicit ``label_names`` must be keys of the training batches."""
+    if label_names and isinstance(inputs, Mapping) and not any(name in inputs for name in label_names):
+        raise ValueError(
+            f"label_names={label_names!r}: none of them is in the training batch, whose keys are "
+            f"{sorted(map(str, inputs))}. Set label_names to the batch keys that hold the labels."
+        )
 
 
 def _prefixed(metric: str) -> str:

@@ -27,6 +27,13 @@ def _strategy(args: Any, name: str) -> IntervalStrategy:
     return IntervalStrategy(value)
 
 
+def _step_period(interval: Interval) -> float:
+    """The period of a ``"steps"`` interval, 0 when it never fires at a step."""
+    if interval.strategy is IntervalStrategy.STEPS and interval.every and interval.every > 0:
+        return interval.every
+    return 0
+
+
 class DefaultFlowCallback(TrainerCallback):
     """Sets ``should_log`` / ``should_evaluate`` / ``should_save`` / ``should_training_stop``.
 
@@ -56,6 +63,13 @@ class DefaultFlowCallback(TrainerCallback):
         self._log: Interval = Interval(IntervalStrategy.NO)
         self._eval: Interval = Interval(IntervalStrategy.NO)
         self._save: Interval = Interval(IntervalStrategy.NO)
+        # what on_step_end reads, resolved with the intervals: step periods (0 = never)
+        self._log_every: float = 0
+        self._eval_every: float = 0
+        self._save_every: float = 0
+        self._log_first_step = False
+        self._eval_delay: float = 0
+        self._save_at_end = False
 
     def _intervals(self, args: Any, state: TrainerState) -> None:
         """(Re)build the intervals when the args object or the resolved periods changed."""
@@ -65,6 +79,12 @@ class DefaultFlowCallback(TrainerCallback):
         self._log = Interval(_strategy(args, "logging_strategy"), state.logging_steps)
         self._eval = Interval(_strategy(args, "evaluation_strategy"), state.eval_steps)
         self._save = Interval(_strategy(args, "save_strategy"), state.save_steps)
+        self._log_every, self._eval_every, self._save_every = (
+            _step_period(i) for i in (self._log, self._eval, self._save)
+        )
+        self._log_first_step = bool(getattr(args, "logging_first_step", False))
+        self._eval_delay = getattr(args, "eval_delay", 0) or 0
+        self._save_at_end = self._save.strategy is not IntervalStrategy.NO
         self._args, self._periods = args, periods
 
     def on_train_begin(
@@ -79,19 +99,22 @@ class DefaultFlowCallback(TrainerCallback):
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
         """Set the flags due after optimizer step ``state.global_step``."""
-        self._intervals(args, state)
+        if args is not self._args or self._periods != (
+            state.logging_steps,
+            state.eval_steps,
+            state.save_steps,
+        ):
+            self._intervals(args, state)
         step = state.global_step
-        if step == 1 and getattr(args, "logging_first_step", False):
+        if (self._log_every and step % self._log_every == 0) or (step == 1 and self._log_first_step):
             control.should_log = True
-        if self._log.due_at_step(step):
-            control.should_log = True
-        if self._eval.due_at_step(step) and getattr(args, "eval_delay", 0) <= step:
+        if self._eval_every and step % self._eval_every == 0 and self._eval_delay <= step:
             control.should_evaluate = True
-        if self._save.due_at_step(step):
+        if self._save_every and step % self._save_every == 0:
             control.should_save = True
         if step >= state.max_steps:
             control.should_training_stop = True
-            if self._save.strategy is not IntervalStrategy.NO:
+            if self._save_at_end:
                 control.should_save = True
         return control
 

@@ -168,6 +168,9 @@ class RemoveColumnsCollator:
         features = list(features)
         if self._keep is None or not features or not isinstance(features[0], Mapping):
             return self.data_collator(features)
+        if all(map(self._keep.issuperset, features)):
+            # nothing to drop (the usual case): plain copies, without filtering key by key
+            return self.data_collator(list(map(dict, features)))
         return self.data_collator([self._filter(f) for f in features])
 
 

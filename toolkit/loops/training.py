@@ -34,8 +34,13 @@ the loss by ``loss_scale``, back-propagates, and returns the scaled loss detache
 
 NAN_INF_POLICIES = ("warn", "skip", "raise")
 
+_UNIT_SCALE = (1.0,)  # the weight of a lone micro-batch on one process (shared, never mutated)
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
 
-def make_training_step(strategy: Strategy, loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> StepFn:
+
+def make_training_step(
+    strategy: Strategy, loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None
+) -> StepFn:
     """Build the default step function for a strategy.
 
     Args:
@@ -46,7 +51,8 @@ def make_training_step(strategy: Strategy, loss_fn: Callable[[nn.Module, Any], t
     loss_fn = loss_fn or compute_loss
 
     def step(model: nn.Module, batch: Any, loss_scale: float) -> torch.Tensor:
-        model.train()
+        if not model.training:  # the loop puts the model back in train mode after evaluations
+            model.train()
         batch = strategy.batch_to_device(batch)
         with strategy.autocast():
             loss = loss_fn(model, batch)
@@ -58,8 +64,12 @@ def make_training_step(strategy: Strategy, loss_fn: Callable[[nn.Module, Any], t
     return step
 
 
-def _windows(iterator: Iterator, size: int) -> Iterator[list]:
-    """Group an iterator into lists of ``size`` items (the last may be shorter)."""
+def _windows(iterator: Iterator, size: int) -> Iterator[Sequence]:
+    """Group an iterator into windows of ``size`` items (the last may be shorter)."""
+    if size == 1:
+        for batch in iterator:
+            yield (batch,)
+        return
     while True:
         window = []
         for batch in iterator:
@@ -88,12 +98,16 @@ class LossTracker:
 
     def __init__(self, device: torch.device | str = "cpu", capacity: int = 1024) -> None:
         self.buffer = torch.zeros(capacity, device=device)
-        self.sums = torch.zeros(4, device=device, dtype=torch.float64 if str(device) != "mps" else torch.float32)
+        self.sums = torch.zeros(
+            4, device=device, dtype=torch.float64 if str(device) != "mps" else torch.float32
+        )
         self.count = 0
 
     def add(self, loss: torch.Tensor) -> None:
         """Record one micro-batch's (scaled, detached) loss."""
-        self.buffer[self.count] = loss
+        if loss.requires_grad:  # a custom step that forgot to detach must not keep its graph alive
+            loss = loss.detach()
+        self.buffer[self.count] = loss  # a device-side copy: no host sync
         self.count += 1
         if self.count == self.buffer.numel():
             self._fold()
@@ -253,7 +267,9 @@ class TrainLoop:
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
 
-    def resume(self, progress: dict[str, Any], rng_state: dict[str, Any] | None = None, skip_data: bool = True) -> None:
+    def resume(
+        self, progress: dict[str, Any], rng_state: dict[str, Any] | None = None, skip_data: bool = True
+    ) -> None:
         """Continue a saved run: restore the data position and, at the matching moment
         of `run`, the random-number generators.
 
@@ -294,7 +310,9 @@ class TrainLoop:
         skip = self.batches_in_epoch
         if skip and hasattr(sampler, "load_state_dict") and hasattr(sampler, "seed"):
             batch_size = getattr(loader, "batch_size", None) or 1
-            sampler.load_state_dict({"epoch": self.epoch, "seed": sampler.seed, "position": skip * batch_size})
+            sampler.load_state_dict(
+                {"epoch": self.epoch, "seed": sampler.seed, "position": skip * batch_size}
+            )
             skip = 0
         if self.batches_in_epoch == 0:
             self._restore_rng()  # saved between epochs: the iterator draws from the restored state
@@ -302,20 +320,21 @@ class TrainLoop:
         self._restore_rng()  # saved mid-epoch: the iterator of that epoch already existed
         if skip:
             logger.warning(
-                "The training sampler cannot resume mid-epoch; skipping %d batches by iterating over them.", skip
+                "The training sampler cannot resume mid-epoch; skipping %d batches by iterating over them.",
+                skip,
             )
             for _ in range(skip):
                 next(iterator, None)
         return iterator
 
     # --------------------------------------------------------------------------------
-    def _loss_scales(self, window: list) -> list[float]:
+    def _loss_scales(self, window: list) -> Sequence[float]:
         n = len(window)
         if self.loss_normalization is LossNormalization.MICRO_BATCH:
             # every micro-batch, even one alone in a short last window (as HF 4.34 does)
             return [1.0 / self.gradient_accumulation_steps] * n
         if n == 1 and self.strategy.world_size == 1:
-            return [1.0]
+            return _UNIT_SCALE
         counts = [count_items(b, self.label_names) for b in window]
         local_total = sum(counts)
         total = local_total
@@ -404,10 +423,16 @@ class TrainLoop:
         self._last_logged_step = state.global_step
         check_each_step = self.nan_inf_policy != "warn"
         # a strategy whose engine clips and steps the scheduler itself (DeepSpeed) says so
-        clip = self.max_grad_norm is not None and self.max_grad_norm > 0 and not getattr(
-            strategy, "handles_clipping", False)
-        step_scheduler = scheduler is not None and not self.is_plateau and not getattr(
-            strategy, "handles_scheduler", False)
+        clip = (
+            self.max_grad_norm is not None
+            and self.max_grad_norm > 0
+            and not getattr(strategy, "handles_clipping", False)
+        )
+        step_scheduler = (
+            scheduler is not None
+            and not self.is_plateau
+            and not getattr(strategy, "handles_scheduler", False)
+        )
 
         try:
             batches_per_epoch = len(self.train_dataloader)  # type: ignore[arg-type]
@@ -416,13 +441,28 @@ class TrainLoop:
         steps_per_epoch = self.steps_per_epoch or (
             math.ceil(batches_per_epoch / ga) if batches_per_epoch else self.max_steps
         )
-        num_epochs = self.num_epochs if self.num_epochs is not None else math.ceil(self.max_steps / steps_per_epoch)
+        num_epochs = (
+            self.num_epochs if self.num_epochs is not None else math.ceil(self.max_steps / steps_per_epoch)
+        )
 
+        # Everything the step body needs is looked up once here, not per step.
+        step_fn, add_loss, max_norm, max_steps = (
+            self.step_fn,
+            self.losses.add,
+            self.max_grad_norm,
+            self.max_steps,
+        )
+        on_step_begin, on_substep_end, on_step_end = cb.on_step_begin, cb.on_substep_end, cb.on_step_end
         self.control = cb.on_train_begin(args, state, self.control)
-        while self.epoch < num_epochs and state.global_step < self.max_steps and not self.control.should_training_stop:
+        while (
+            self.epoch < num_epochs
+            and state.global_step < max_steps
+            and not self.control.should_training_stop
+        ):
             iterator = self._start_epoch(batches_per_epoch)
             if self.epoch >= num_epochs:
                 break
+            model.train()  # once per epoch; the step function only checks the flag
             self.control = cb.on_epoch_begin(args, state, self.control)
             epoch_step = self.batches_in_epoch // ga
             ran_any = False
@@ -433,18 +473,17 @@ class TrainLoop:
                 window_loss = [] if check_each_step else None
                 for i, batch in enumerate(window):
                     if i == 0:
-                        self.control = cb.on_step_begin(args, state, self.control)
-                    ctx = strategy.no_backward_sync(model) if i < last else contextlib.nullcontext()
-                    with ctx:
-                        loss = self.step_fn(model, batch, scales[i])
+                        self.control = on_step_begin(args, state, self.control)
+                    with strategy.no_backward_sync(model) if i < last else _NO_CONTEXT:
+                        loss = step_fn(model, batch, scales[i])
                     if loss.dim():
                         loss = loss.mean()
-                    self.losses.add(loss)
+                    add_loss(loss)
                     if check_each_step:
                         window_loss.append(loss)
                     if i < last:
-                        self.control = cb.on_substep_end(args, state, self.control)
-                self.batches_in_epoch += len(window)
+                        self.control = on_substep_end(args, state, self.control)
+                self.batches_in_epoch += last + 1
                 apply_update = True
                 if check_each_step:
                     window_total = torch.stack(window_loss).sum()
@@ -453,7 +492,7 @@ class TrainLoop:
                     apply_update = self._check_nonfinite(window_total)
                 if apply_update:
                     if clip:
-                        strategy.clip_grad_norm(model, optimizer, self.max_grad_norm)
+                        strategy.clip_grad_norm(model, optimizer, max_norm)
                     stepped = strategy.optimizer_step(optimizer)
                     if stepped and step_scheduler:
                         scheduler.step()
@@ -461,25 +500,30 @@ class TrainLoop:
                 state.global_step += 1
                 epoch_step += 1
                 state.epoch = self.epoch + epoch_step / steps_per_epoch
-                self.control = cb.on_step_end(args, state, self.control)
-                if state.global_step >= self.max_steps:
-                    self.control.should_training_stop = True
+                ctl = self.control = on_step_end(args, state, self.control)
+                if state.global_step >= max_steps:
+                    ctl.should_training_stop = True
                 if self._stop_requested:
-                    self.control.should_training_stop = True
-                    self.control.should_save = self.control.should_save or self._stop_with_save
-                ctl = self.control
+                    ctl.should_training_stop = True
+                    ctl.should_save = ctl.should_save or self._stop_with_save
                 if ctl.should_log or ctl.should_evaluate or ctl.should_save:
                     self._log_evaluate_save()
-                if self.control.should_epoch_stop or self.control.should_training_stop:
+                    model.train()  # an evaluation (or a callback) may have left it in eval mode
+                    ctl = self.control
+                if ctl.should_epoch_stop or ctl.should_training_stop:
                     break
             if not ran_any:
                 logger.warning(
                     "The training dataloader yielded no batch in epoch %d; stopping at step %d of %d.",
-                    self.epoch, state.global_step, self.max_steps,
+                    self.epoch,
+                    state.global_step,
+                    self.max_steps,
                 )
                 self.control.should_training_stop = True
             epoch_finished = not ran_any or not (
-                self.control.should_training_stop and batches_per_epoch and self.batches_in_epoch < batches_per_epoch
+                self.control.should_training_stop
+                and batches_per_epoch
+                and self.batches_in_epoch < batches_per_epoch
             )
             self.control = cb.on_epoch_end(args, state, self.control)
             ctl = self.control

@@ -117,9 +117,28 @@ def nested_to(tree: Tree, device: torch.device | str, non_blocking: bool = False
     Returns:
         The same tree with its tensors on ``device``.
     """
+    device = torch.device(device)
+    if type(tree) in _FLAT_CONTAINERS and _all_on(tree.values() if type(tree) is dict else tree, device):
+        # The common training batch (a flat dict or tuple of tensors already on the device,
+        # e.g. CPU training): a shallow copy, no per-tensor call.
+        return tree if type(tree) is tuple else type(tree)(tree)
     return nested_map(
         lambda t: t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t, tree
     )
+
+
+_FLAT_CONTAINERS = (dict, tuple, list)
+
+
+def _all_on(values: Any, device: torch.device) -> bool:
+    """True when every value is a tensor on ``device`` (or a scalar, string or None)."""
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            if v.device != device:
+                return False
+        elif v is not None and not isinstance(v, (int, float, str, bool)):
+            return False  # a nested container or another object: take the general path
+    return True
 
 
 def _to_numpy(t: Any) -> Any:
