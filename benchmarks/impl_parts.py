@@ -152,15 +152,7 @@ def _training(
     clock.start()
     run.loop.run()
     end = time.perf_counter()
-    return {
-        "step_s": clock.per_step(warm, steps),
-        "e2e_s": end - start,
-        "first_step_s": clock.to_first_step(),
-        "steps": clock.last_step,
-        "batch": model.last_batch,
-        "calls": model.calls,
-        "final_loss": W.eval_loss(model, ds),
-    }
+    return W.training_result(clock, warm, steps, end - start, model, ds)
 
 
 def _predict(workload: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -172,12 +164,7 @@ def _predict(workload: str, cfg: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         preds = EvaluationLoop(prediction_step=prediction_step).run(model, loader, "Prediction").predictions
         seconds = time.perf_counter() - start
-    return {
-        "predict_s": seconds,
-        "rss_mb": mem.growth_mb,
-        "shape": list(preds.shape),
-        "digest": W.tensor_digest(torch.from_numpy(preds)),
-    }
+    return W.predict_result(seconds, mem, preds)
 
 
 def _checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:

@@ -114,15 +114,7 @@ def _training(
     start = time.perf_counter()
     _train(model, ds, cfg, steps, clock, extras=extra)
     end = time.perf_counter()
-    return {
-        "step_s": clock.per_step(warm, steps),
-        "e2e_s": end - start,
-        "first_step_s": clock.to_first_step(),
-        "steps": clock.last_step,
-        "batch": model.last_batch,
-        "calls": model.calls,
-        "final_loss": W.eval_loss(model, ds),
-    }
+    return W.training_result(clock, warm, steps, end - start, model, ds)
 
 
 def mlp(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -154,24 +146,11 @@ def _predict(workload: str, cfg: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             for batch in loader:
                 outs.append(model(**batch)["logits"])
-        if varlen:
-            longest = max(o.shape[1] for o in outs)
-            preds = torch.full((len(ds), longest, outs[0].shape[2]), -100.0, dtype=outs[0].dtype)
-            row = 0
-            for o in outs:
-                preds[row : row + len(o), : o.shape[1]] = o
-                row += len(o)
-        else:
-            preds = torch.cat(outs)
+        preds = W.stack_predictions(outs, varlen)
         del outs
         array = preds.numpy()
         seconds = time.perf_counter() - start
-    return {
-        "predict_s": seconds,
-        "rss_mb": mem.growth_mb,
-        "shape": list(array.shape),
-        "digest": W.tensor_digest(torch.from_numpy(array)),
-    }
+    return W.predict_result(seconds, mem, array)
 
 
 def predict_fixed(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from benchmarks import workloads as W
 
 __all__ = ["TrainerAPI", "workloads_for"]
@@ -93,15 +91,7 @@ def _training(
     clock.start()
     trainer.train()
     end = time.perf_counter()
-    return {
-        "step_s": clock.per_step(warm, steps),
-        "e2e_s": end - start,
-        "first_step_s": clock.to_first_step(),
-        "steps": clock.last_step,
-        "batch": model.last_batch,
-        "calls": model.calls,
-        "final_loss": W.eval_loss(model, ds),
-    }
+    return W.training_result(clock, warm, steps, end - start, model, ds)
 
 
 def _predict(api: TrainerAPI, workload: str, cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -114,12 +104,7 @@ def _predict(api: TrainerAPI, workload: str, cfg: dict[str, Any], ctx: dict[str,
         start = time.perf_counter()
         preds = trainer.predict(ds).predictions
         seconds = time.perf_counter() - start
-    return {
-        "predict_s": seconds,
-        "rss_mb": mem.growth_mb,
-        "shape": list(preds.shape),
-        "digest": W.tensor_digest(torch.from_numpy(preds)),
-    }
+    return W.predict_result(seconds, mem, preds)
 
 
 def _checkpoint(api: TrainerAPI, cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,9 @@ __all__ = [
     "METRICS",
     "config_for",
     "Clock",
+    "training_result",
+    "stack_predictions",
+    "predict_result",
     "MLP",
     "TokenTagger",
     "TinyTransformer",
@@ -427,6 +430,48 @@ def eval_loss(model: nn.Module, dataset: Dataset, limit: int = 1024) -> float:
             count += k
     model.train(was_training)
     return total / count
+
+
+def training_result(
+    clock: Clock, warm: int, steps: int, e2e_s: float, model: nn.Module, dataset: Dataset
+) -> dict[str, Any]:
+    """The record of a training workload, the same for every implementation: step and
+    end-to-end times from ``clock``, the model's call counters and its final eval loss."""
+    return {
+        "step_s": clock.per_step(warm, steps),
+        "e2e_s": e2e_s,
+        "first_step_s": clock.to_first_step(),
+        "steps": clock.last_step,
+        "batch": model.last_batch,
+        "calls": model.calls,
+        "final_loss": eval_loss(model, dataset),
+    }
+
+
+def stack_predictions(outs: Sequence[torch.Tensor], varlen: bool) -> torch.Tensor:
+    """Join per-batch outputs into one tensor; variable-length ones (``[batch, len, C]``)
+    are padded along ``len`` with -100, as the Trainer pads predictions."""
+    if not varlen:
+        return torch.cat(list(outs))
+    longest = max(o.shape[1] for o in outs)
+    total = sum(len(o) for o in outs)
+    preds = torch.full((total, longest, outs[0].shape[2]), -100.0, dtype=outs[0].dtype)
+    row = 0
+    for o in outs:
+        preds[row : row + len(o), : o.shape[1]] = o
+        row += len(o)
+    return preds
+
+
+def predict_result(seconds: float, mem: PeakRSS, preds: Any) -> dict[str, Any]:
+    """The record of a prediction workload: time, memory growth, shape and digest of the
+    predictions (a numpy array)."""
+    return {
+        "predict_s": seconds,
+        "rss_mb": mem.growth_mb,
+        "shape": list(preds.shape),
+        "digest": tensor_digest(torch.from_numpy(preds)),
+    }
 
 
 def state_digest(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str:

@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader
 if __package__ in (None, ""):  # run as a script: make `recipes.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recipes.common import build_recipe_parser, parse_recipe_args  # noqa: E402
 from recipes.language_modeling import (
     TRAINING_DEFAULTS,
     ByteBlocks,
@@ -59,7 +60,6 @@ from recipes.language_modeling import (
     read_corpus,
 )  # noqa: E402
 from recipes.models import DecoderConfig, DecoderLM  # noqa: E402
-from toolkit import HfArgumentParser  # noqa: E402
 from toolkit.checkpoint import CheckpointManager, save_tensors  # noqa: E402
 from toolkit.data import ResumableRandomSampler, ShardedEvalSampler  # noqa: E402
 from toolkit.loggers import CSVLogger, JSONLinesLogger, LoggerCollection  # noqa: E402
@@ -275,13 +275,7 @@ def train(data: ModelDataArguments, opts: LoopArguments, strategy: Strategy) -> 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelDataArguments, LoopArguments]:
     """Parse the command line, or a single ``.json`` / ``.yaml`` config file path."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelDataArguments, LoopArguments), description=__doc__.split("\n\n")[0])
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
-    return parser.parse_args_into_dataclasses(argv)
+    return parse_recipe_args(build_recipe_parser((ModelDataArguments, LoopArguments), {}, __doc__), {}, argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

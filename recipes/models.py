@@ -29,10 +29,27 @@ __all__ = [
     "DecoderLM",
     "DigitsCNN",
     "causal_lm_loss",
+    "check_transformer_shape",
     "classification_metrics",
 ]
 
 IGNORE_INDEX = -100
+
+
+def check_transformer_shape(config: Any, positive: tuple[str, ...]) -> None:
+    """Validate a transformer config: the ``positive`` fields > 0, ``n_head`` divides ``d_model``,
+    ``dropout`` in [0, 1).
+
+    Raises:
+        ValueError: Naming the first field that is out of range.
+    """
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
+    if config.d_model % config.n_head:
+        raise ValueError(f"d_model ({config.d_model}) must be divisible by n_head ({config.n_head})")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
 
 
 @dataclass
@@ -56,13 +73,7 @@ class DecoderConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_transformer_shape(self, ("vocab_size", "block_size", "n_layer", "n_head", "d_model"))
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

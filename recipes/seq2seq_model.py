@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recipes.models import check_transformer_shape
 from toolkit.generation import Seq2SeqGenerationMixin, shift_tokens_right
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqTransformer"]
@@ -59,13 +60,7 @@ class Seq2SeqConfig:
     eos_token_id: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "max_positions", "n_layer", "n_head", "d_model", "d_ff"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_transformer_shape(self, ("vocab_size", "max_positions", "n_layer", "n_head", "d_model", "d_ff"))
         for name in ("pad_token_id", "decoder_start_token_id", "eos_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(

@@ -57,6 +57,13 @@ from torch.utils.data import Dataset
 if __package__ in (None, ""):  # run as a script: make `recipes.models` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recipes.common import (  # noqa: E402
+    build_recipe_parser,
+    log_and_save_metrics,
+    parse_recipe_args,
+    setup_logging,
+    train_and_save,
+)
 from recipes.models import BagOfEmbeddingsClassifier, classification_metrics  # noqa: E402
 from toolkit import HfArgumentParser, Trainer, TrainingArguments  # noqa: E402
 from toolkit.data import DataCollatorWithPadding  # noqa: E402
@@ -314,33 +321,12 @@ class EncodedTexts(Dataset):
 # --------------------------------------------------------------------------- arguments
 def build_parser() -> HfArgumentParser:
     """The recipe's parser: `ModelDataArguments` and `TrainingArguments`, recipe defaults set."""
-    parser = HfArgumentParser((ModelDataArguments, TrainingArguments), description=__doc__.split("\n\n")[0])
-    parser.set_defaults(**TRAINING_DEFAULTS)
-    return parser
+    return build_recipe_parser((ModelDataArguments, TrainingArguments), TRAINING_DEFAULTS, __doc__)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelDataArguments, TrainingArguments]:
-    """Parse the command line, or a single ``.json`` / ``.yaml`` config file path.
-
-    A config file is a mapping of option names to values; options it leaves out take
-    the same defaults as on the command line (recipe defaults included).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = Path(argv[0])
-        if path.suffix == ".json":
-            config = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            try:
-                import yaml
-            except ImportError as err:
-                raise ImportError("YAML config files need PyYAML: pip install pyyaml") from err
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(config, dict):
-            raise ValueError(f"config file {str(path)!r} must hold a mapping of option names to values")
-        return parser.parse_dict({**TRAINING_DEFAULTS, **config})
-    return parser.parse_args_into_dataclasses(argv)
+    """Parse the command line, or one ``.json`` / ``.yaml`` config file (recipe defaults under it)."""
+    return parse_recipe_args(build_parser(), TRAINING_DEFAULTS, argv)
 
 
 # --------------------------------------------------------------------------- main
@@ -375,9 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         argv: Command-line strings (``sys.argv[1:]`` when None), or one config file path.
     """
     opts, args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logger.setLevel(logging.INFO if args.should_log else logging.WARNING)
-    logging.getLogger("toolkit").setLevel(args.get_process_log_level())
+    setup_logging(logger, args)
 
     train_examples, eval_examples = load_docstrings(opts.eval_fraction)
     train_examples = train_examples[: opts.max_train_samples]
@@ -406,14 +390,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=classification_metrics(len(PACKAGES)),
     )
-    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
+    train_and_save(trainer, args.resume_from_checkpoint)
 
     metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
+    log_and_save_metrics(trainer, "eval", metrics)
     if trainer.is_world_process_zero():
         Path(args.output_dir, "labels.json").write_text(json.dumps(list(PACKAGES)) + "\n")
         print(f"accuracy = {metrics['eval_accuracy']:.4f}, macro F1 = {metrics['eval_f1']:.4f}")

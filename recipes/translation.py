@@ -50,6 +50,13 @@ from torch import nn
 if __package__ in (None, ""):  # run as a script: make `recipes.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recipes.common import (  # noqa: E402
+    build_recipe_parser,
+    log_and_save_metrics,
+    parse_recipe_args,
+    setup_logging,
+    train_and_save,
+)
 from recipes.hf_models import build_t5_seq2seq  # noqa: E402
 from recipes.seq2seq_model import Seq2SeqConfig, Seq2SeqTransformer  # noqa: E402
 from toolkit import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments  # noqa: E402
@@ -292,35 +299,12 @@ def translate(model: nn.Module, text: str, max_length: int = 8) -> str:
 # --------------------------------------------------------------------------- arguments
 def build_parser() -> HfArgumentParser:
     """The recipe's parser: `TranslationArguments` and `Seq2SeqTrainingArguments`, recipe defaults set."""
-    parser = HfArgumentParser(
-        (TranslationArguments, Seq2SeqTrainingArguments), description=__doc__.split("\n\n")[0]
-    )
-    parser.set_defaults(**TRAINING_DEFAULTS)
-    return parser
+    return build_recipe_parser((TranslationArguments, Seq2SeqTrainingArguments), TRAINING_DEFAULTS, __doc__)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TranslationArguments, Seq2SeqTrainingArguments]:
-    """Parse the command line, or a single ``.json`` / ``.yaml`` config file path.
-
-    A config file is a mapping of option names to values; options it leaves out take
-    the same defaults as on the command line (recipe defaults included).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = Path(argv[0])
-        if path.suffix == ".json":
-            config = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            try:
-                import yaml
-            except ImportError as err:
-                raise ImportError("YAML config files need PyYAML: pip install pyyaml") from err
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(config, dict):
-            raise ValueError(f"config file {str(path)!r} must hold a mapping of option names to values")
-        return parser.parse_dict({**TRAINING_DEFAULTS, **config})
-    return parser.parse_args_into_dataclasses(argv)
+    """Parse the command line, or one ``.json`` / ``.yaml`` config file (recipe defaults under it)."""
+    return parse_recipe_args(build_parser(), TRAINING_DEFAULTS, argv)
 
 
 # --------------------------------------------------------------------------- main
@@ -331,9 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         argv: Command-line strings (``sys.argv[1:]`` when None), or one config file path.
     """
     opts, args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logger.setLevel(logging.INFO if args.should_log else logging.WARNING)
-    logging.getLogger("toolkit").setLevel(args.get_process_log_level())
+    setup_logging(logger, args)
 
     if opts.num_threads:
         torch.set_num_threads(opts.num_threads)
@@ -356,14 +338,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=DataCollatorWithPadding(pad_token_id=PAD),
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
+    train_and_save(trainer, args.resume_from_checkpoint)
 
     metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
+    log_and_save_metrics(trainer, "eval", metrics)
 
     if trainer.is_world_process_zero():
         if opts.model_type == "transformer":

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -195,56 +192,20 @@ def test_options_defaults_csv_logger_and_errors(tmp_path):
         cl.parse_args(["--output_dir", str(tmp_path), "--precision", "fp8"])
 
 
-def test_help_lists_loop_and_model_options():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
-    )
-    assert result.returncode == 0, result.stderr
+def test_help_lists_loop_and_model_options(recipe_help):
+    stdout = recipe_help(SCRIPT)
     for option in ("--resume", "--save_steps", "--precision", "--logger", "--block_size", "--learning_rate"):
-        assert option in result.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        assert option in stdout
 
 
 @pytest.mark.distributed
-def test_torchrun_two_processes(tmp_path):
+def test_torchrun_two_processes(tmp_path, torchrun_recipe):
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-        str(SCRIPT),
-        "--output_dir",
-        str(out),
-        *TINY,
-        "--batch_size",
-        "4",
-        "--max_steps",
-        "6",
-        "--logging_steps",
-        "3",
-        "--eval_steps",
-        "6",
-        "--save_steps",
-        "3",
-        "--num_threads",
-        "1",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("Model saved to") == 1  # rank 0 only
+    args = ["--output_dir", str(out), *TINY, "--batch_size", "4", "--max_steps", "6", "--logging_steps", "3"]
+    stdout = torchrun_recipe(SCRIPT, [*args, "--eval_steps", "6", "--save_steps", "3", "--num_threads", "1"])
     loop_state = json.loads((out / "checkpoint-6" / "loop.json").read_text())
     assert [s["position"] for s in loop_state["sampler"]] == [24, 24]  # each rank's own position
-    assert re.search(r"eval_loss = \d", result.stdout)
+    assert re.search(r"eval_loss = \d", stdout)
 
 
 @pytest.mark.slow

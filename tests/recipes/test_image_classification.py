@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -95,12 +94,9 @@ def test_parser_defaults_config_file_and_bad_options(tmp_path):
         ic.parse_args(["--output_dir", str(tmp_path), "--eval_fraction", "1.5"])
 
 
-def test_help_lists_training_and_recipe_options():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
-    )
-    assert result.returncode == 0, result.stderr
-    assert "--channels" in result.stdout and "--num_train_epochs" in result.stdout
+def test_help_lists_training_and_recipe_options(recipe_help):
+    stdout = recipe_help(SCRIPT)
+    assert "--channels" in stdout and "--num_train_epochs" in stdout
 
 
 @pytest.mark.slow
@@ -113,20 +109,9 @@ def test_default_run_reaches_documented_result(tmp_path):
 
 
 @pytest.mark.distributed
-def test_torchrun_two_processes(tmp_path):
-    import os
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_torchrun_two_processes(tmp_path, torchrun_recipe):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    cmd += [str(SCRIPT), "--output_dir", str(out), *TINY, "--max_steps", "6"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("Model saved to") == 1  # rank 0 only
+    torchrun_recipe(SCRIPT, ["--output_dir", str(out), *TINY, "--max_steps", "6"])
     saved = json.loads((out / "eval_results.json").read_text())
     assert 0.0 <= saved["eval_f1"] <= 1.0 and 0.0 <= saved["eval_accuracy"] <= 1.0
     # the two ranks' eval shards are gathered with the sampler's padding dropped: 360 examples counted

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,13 +47,10 @@ def test_tiny_end_to_end(tmp_path, capsys):
     DecoderLM(config).load_state_dict(state)  # strict
 
 
-def test_help_lists_training_and_recipe_options():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
-    assert result.returncode == 0, result.stderr
-    assert "--learning_rate" in result.stdout and "--block_size" in result.stdout
-    assert "--evaluation_strategy" in result.stdout and "--generate" in result.stdout
+def test_help_lists_training_and_recipe_options(recipe_help):
+    stdout = recipe_help(SCRIPT)
+    assert "--learning_rate" in stdout and "--block_size" in stdout
+    assert "--evaluation_strategy" in stdout and "--generate" in stdout
 
 
 def test_recipe_defaults_come_from_the_parser(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -111,16 +110,9 @@ def test_parser_defaults_and_bad_model_type(tmp_path):
     assert args.num_train_epochs == tc.TRAINING_DEFAULTS["num_train_epochs"]
 
 
-def test_help_lists_training_and_recipe_options():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
-    )
-    assert result.returncode == 0, result.stderr
-    assert (
-        "--model_type" in result.stdout
-        and "--min_freq" in result.stdout
-        and "--warmup_ratio" in result.stdout
-    )
+def test_help_lists_training_and_recipe_options(recipe_help):
+    stdout = recipe_help(SCRIPT)
+    assert "--model_type" in stdout and "--min_freq" in stdout and "--warmup_ratio" in stdout
 
 
 @pytest.mark.slow
@@ -133,20 +125,9 @@ def test_default_run_reaches_documented_result(tmp_path):
 
 
 @pytest.mark.distributed
-def test_torchrun_two_processes(tmp_path):
-    import os
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_torchrun_two_processes(tmp_path, torchrun_recipe):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    cmd += [str(SCRIPT), "--output_dir", str(out), *TINY, "--max_steps", "6"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("Model saved to") == 1  # rank 0 only
+    torchrun_recipe(SCRIPT, ["--output_dir", str(out), *TINY, "--max_steps", "6"])
     saved = json.loads((out / "eval_results.json").read_text())
     assert 0.0 <= saved["eval_f1"] <= 1.0 and 0.0 <= saved["eval_accuracy"] <= 1.0
     # the two ranks' eval shards are gathered with the sampler's padding dropped: 200 examples counted

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -176,13 +175,10 @@ def test_options_defaults_and_config_file(tmp_path):
         tr.TranslationArguments(model_type="bart")
 
 
-def test_help_lists_seq2seq_and_recipe_options():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
-    )
-    assert result.returncode == 0, result.stderr
+def test_help_lists_seq2seq_and_recipe_options(recipe_help):
+    stdout = recipe_help(SCRIPT)
     for option in ("--predict_with_generate", "--generation_max_length", "--model_type", "--num_train"):
-        assert option in result.stdout
+        assert option in stdout
 
 
 @pytest.mark.slow
@@ -194,34 +190,8 @@ def test_default_run_reaches_documented_result(tmp_path):
 
 
 @pytest.mark.distributed
-def test_torchrun_two_processes(tmp_path):
-    import os
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_torchrun_two_processes(tmp_path, torchrun_recipe):
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        str(SCRIPT),
-        "--output_dir",
-        str(out),
-        *TINY,
-        "--max_steps",
-        "6",
-        "--eval_steps",
-        "6",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("Model saved to") == 1  # rank 0 only
+    torchrun_recipe(SCRIPT, ["--output_dir", str(out), *TINY, "--max_steps", "6", "--eval_steps", "6"])
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved["eval_samples_per_second"] > 0 and 0.0 <= saved["eval_exact_match"] <= 1.0
