@@ -137,8 +137,8 @@ _FULL: dict[str, dict[str, Any]] = {
         "layers": 4,
         "seq_len": 128,
         "batch_size": 8,
-        "steps": 8,
-        "warm": 2,
+        "steps": 30,
+        "warm": 3,
     },
     "predict_fixed": {"n": 20000, "n_in": 32, "n_out": 1000, "batch_size": 500},
     "predict_varlen": {

@@ -33,7 +33,6 @@ from toolkit.checkpoint import (
 from toolkit.checkpoint import files as storage
 from toolkit.checkpoint.serialization import json_to_bytes, object_to_bytes, tensors_to_bytes
 from toolkit.state import TrainerState
-from toolkit.strategies.fsdp import is_sharded_checkpoint, load_sharded_checkpoint, save_sharded_checkpoint
 from toolkit.utils.seed import get_rng_state
 
 if TYPE_CHECKING:
@@ -263,7 +262,7 @@ class RunCheckpointer:
         """Save the weights, the tokenizer (when it can save itself) and the arguments."""
         t = self.trainer
         if getattr(t.strategy, "saves_sharded_model", False):  # fsdp_config final_state_dict_type=SHARDED_STATE_DICT
-            save_sharded_checkpoint(os.fspath(output_dir), t.strategy.unwrap(t.model_wrapped))  # every process
+            _fsdp().save_sharded_checkpoint(os.fspath(output_dir), t.strategy.unwrap(t.model_wrapped))  # every process
             if t.args.should_save:
                 storage.write_bytes(storage.join(os.fspath(output_dir), TRAINING_ARGS_NAME),
                                     json_to_bytes(t.args.to_dict()))
@@ -349,13 +348,13 @@ class RunCheckpointer:
         kept, self._resume_files = self._resume_files, None  # loaded and verified by resolve_resume
         files = kept[1] if kept is not None and kept[0] == path else self.manager.io.load(path, map_location="cpu")
         weights = files.get(SAFE_WEIGHTS_NAME, files.get(WEIGHTS_NAME))
-        sharded = weights is None and is_sharded_checkpoint(path)  # FSDP SHARDED_STATE_DICT: DCP shards
+        sharded = weights is None and _fsdp().is_sharded_checkpoint(path)  # FSDP SHARDED_STATE_DICT: DCP shards
         if weights is None and not sharded:
             raise ValueError(f"resume_from_checkpoint={path!r} holds no model weights")
         if getattr(t.strategy, "saves_own_checkpoint", False):  # weights, optimizer, scheduler in its format
             t.strategy.load_checkpoint(path)
         elif sharded:  # resharded to this run's processes, whatever their number
-            load_sharded_checkpoint(path, t.strategy.unwrap(t.model_wrapped), t.optimizer)
+            _fsdp().load_sharded_checkpoint(path, t.strategy.unwrap(t.model_wrapped), t.optimizer)
         else:
             _load_weights(t, weights, path)
             if "optimizer.pt" not in files:
@@ -392,8 +391,8 @@ class RunCheckpointer:
             return
         files = self.manager.io.load(best, map_location="cpu")
         weights = files.get(SAFE_WEIGHTS_NAME, files.get(WEIGHTS_NAME))
-        if weights is None and is_sharded_checkpoint(best):
-            load_sharded_checkpoint(best, t.strategy.unwrap(t.model_wrapped))
+        if weights is None and _fsdp().is_sharded_checkpoint(best):
+            _fsdp().load_sharded_checkpoint(best, t.strategy.unwrap(t.model_wrapped))
         else:
             _load_weights(t, weights, best)
         logger.info("Loaded the best model from %s (score %s).", best, t.state.best_metric)
@@ -518,6 +517,14 @@ class PreemptionAgreement(TrainerCallback):
         if due and self.agree():
             self.checkpointer.preempted = True
             self.loop.request_stop(save=True)
+
+
+def _fsdp() -> Any:
+    """The FSDP strategy module, imported on first use: it pulls in torch.distributed's FSDP
+    and checkpoint packages, which runs that never shard should not pay for at import."""
+    from toolkit.strategies import fsdp
+
+    return fsdp
 
 
 def _state_dict(state: TrainerState) -> dict[str, Any]:

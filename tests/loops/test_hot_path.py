@@ -288,3 +288,20 @@ def test_importing_the_trainer_pulls_no_optional_integration():
     top = _modules_after("import toolkit\nfrom toolkit import Trainer, TrainingArguments")
     assert "torch" in top
     assert not top & set(OPTIONAL), sorted(top & set(OPTIONAL))
+
+
+def test_importing_the_trainer_leaves_fsdp_and_dcp_unloaded():
+    """FSDP's and distributed checkpoint's packages cost ~75 ms to import: only a run that
+    shards (or reads a sharded checkpoint) loads them."""
+    code = (
+        "import sys, json, torch\nbefore = set(sys.modules)\n"
+        "from toolkit import Trainer, TrainingArguments\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(Path(TOOLKIT_DIR).parent)
+    )
+    new = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "toolkit.run_checkpoint" in new  # the check sees what the Trainer imports
+    heavy = {"toolkit.strategies.fsdp", "torch.distributed.fsdp", "torch.distributed.checkpoint"}
+    assert not new & heavy, sorted(new & heavy)
