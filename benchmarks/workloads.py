@@ -608,7 +608,9 @@ def raw_save(
 
 
 def raw_load(folder: str) -> dict[str, Any]:
-    """Read back what `raw_save` wrote (``weights_only`` pickles)."""
+    """Read back what `raw_save` wrote. The pickles are read with ``weights_only=False``
+    (the C unpickler), as a hand-written loop must for numpy's RNG state; toolkit reads
+    them with the slower weights-only unpickler, which refuses code-running pickles."""
     import safetensors.torch
 
     out: dict[str, Any] = {"model": safetensors.torch.load_file(os.path.join(folder, "model.safetensors"))}
