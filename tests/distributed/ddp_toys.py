@@ -122,3 +122,25 @@ def weights(model: nn.Module) -> dict[str, list]:
 
 
 COMMON = {"report_to": "none", "disable_tqdm": True, "use_cpu": True, "seed": 7, "ddp_find_unused_parameters": False}
+
+
+def logged_losses(trainer) -> list[float]:
+    """The training losses a Trainer logged, in order."""
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def assert_weights_close(a: dict, b: dict, tol: float) -> None:
+    """Two `weights` dicts hold the same tensors within ``tol`` (absolute)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=tol, rtol=0, err_msg=key)
+
+
+def trained_reference(model_cls: type[nn.Module], data: list, output_dir: str, **args):
+    """A single-process Trainer on ``model_cls`` (seeded) and ``data``, trained with
+    `COMMON` plus ``args``: the run a distributed one is compared with."""
+    from toolkit import Trainer, TrainingArguments  # the drivers import this file before toolkit
+
+    trainer = Trainer(seeded(model_cls), TrainingArguments(str(output_dir), **{**COMMON, **args}), train_dataset=data)
+    trainer.train()
+    return trainer

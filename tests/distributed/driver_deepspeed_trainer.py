@@ -77,7 +77,7 @@ def fp16_runs() -> dict:
             "dtype": str(trainer.strategy.dtype), "config_fp16": trainer.strategy.config["fp16"],
             "param_dtype": str(next(engine.module.parameters()).dtype),
             "weights": {k: v.reshape(-1).tolist() for k, v in full.items()},
-            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+            "losses": toys.logged_losses(trainer),
             "lrs": [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h],
             "global_step": trainer.state.global_step, "engine_global_steps": engine.global_steps,
             "skipped_steps": engine.skipped_steps, "loss_scale": trainer.strategy.loss_scale,
@@ -134,7 +134,7 @@ def main() -> None:
                                                                  if "loss" in h],
             "lrs": [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h],
             "resumed_global_step": resumed.state.global_step,
-            "resumed_losses": [h["loss"] for h in resumed.state.log_history if "loss" in h],
+            "resumed_losses": toys.logged_losses(resumed),
             "checkpoint_files": sorted(os.listdir(os.path.join(OUT, f"zero{stage}", "checkpoint-2"))),
         }
         trainer.strategy.barrier()
@@ -153,7 +153,7 @@ def main() -> None:
     trainer.train()
     results["offload"] = {
         "dtype": str(trainer.strategy.dtype), "config": trainer.strategy.config,
-        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "losses": toys.logged_losses(trainer),
         "lrs": [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h],
         "scheduled": type(trainer.lr_scheduler.optimizer).__name__,
     }

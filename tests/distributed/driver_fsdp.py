@@ -43,7 +43,7 @@ def main() -> None:
     result["world_size"] = trainer.strategy.world_size
     result["dtensor"] = type(next(trainer.model.parameters())).__name__
     result["reg_weights"] = full_weights(trainer)
-    result["reg_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    result["reg_losses"] = toys.logged_losses(trainer)
     # the clipped norm is the full global norm: rank r takes samples 3r..3r+2 of the first 6
     data = toys.regression_data()[3 * RANK: 3 * RANK + 3]
     batch = {k: torch.stack([d[k] for d in data]) for k in data[0]}
@@ -64,7 +64,7 @@ def main() -> None:
     )
     trainer.train()
     result["tok_weights"] = full_weights(trainer)
-    result["tok_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    result["tok_losses"] = toys.logged_losses(trainer)
 
     # 3. checkpoints every 3 steps (adamw), saved model; checkpoint-3 is resumed by the test at world size 1
     full = Trainer(

@@ -62,7 +62,7 @@ def main() -> None:
     result["replica_log_level"] = strategy.all_gather_object(logging.getLogger("toolkit").getEffectiveLevel())
     trainer.train()
     result["reg_weights"] = toys.weights(trainer.model)
-    result["reg_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    result["reg_losses"] = toys.logged_losses(trainer)
     result["wrapped"] = type(trainer.model_wrapped).__name__
 
     # main_process_first: rank 0 finishes its block before the others enter theirs
@@ -84,7 +84,7 @@ def main() -> None:
     )
     trainer.train()
     result["tok_weights"] = toys.weights(trainer.model)
-    result["tok_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    result["tok_losses"] = toys.logged_losses(trainer)
 
     # 3. evaluation / prediction over 13 samples (7 + 6 per rank)
     cls_args = args_for("cls", per_device_eval_batch_size=4, save_strategy="no")

@@ -36,35 +36,25 @@ def _single(tmp_path: Path, **kw) -> TrainingArguments:
     return TrainingArguments(str(tmp_path), **{**toys.COMMON, **kw})
 
 
-def _close(a: dict, b: dict, tol: float) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], atol=tol, rtol=0, err_msg=key)
-
-
 def test_ddp_training_equals_single_process_on_the_same_global_batch(trainer_run, tmp_path) -> None:
     result, _ = trainer_run
     assert (result["strategy"], result["world_size"], result["wrapped"]) == ("DDPStrategy", 2, "DistributedDataParallel")
-    ref = Trainer(
-        toys.seeded(toys.Regression),
-        _single(tmp_path / "reg", per_device_train_batch_size=6, num_train_epochs=2, optim="sgd", learning_rate=0.1,
-                logging_steps=2, save_strategy="no"),
-        train_dataset=toys.regression_data(),
+    ref = toys.trained_reference(
+        toys.Regression, toys.regression_data(), tmp_path / "reg",
+        per_device_train_batch_size=6, num_train_epochs=2, optim="sgd", learning_rate=0.1,
+        logging_steps=2, save_strategy="no",
     )
-    ref.train()
-    _close(result["reg_weights"], toys.weights(ref.model), 1e-5)
-    assert result["reg_losses"] == pytest.approx([h["loss"] for h in ref.state.log_history if "loss" in h], abs=1e-3)
+    toys.assert_weights_close(result["reg_weights"], toys.weights(ref.model), 1e-5)
+    assert result["reg_losses"] == pytest.approx(toys.logged_losses(ref), abs=1e-3)
 
     # padded token labels + accumulation: the items of a window are counted over both ranks
-    ref = Trainer(
-        toys.seeded(toys.TokenModel),
-        _single(tmp_path / "tok", per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2,
-                optim="sgd", learning_rate=0.5, logging_steps=1, save_strategy="no"),
-        train_dataset=toys.padded_token_data(),
+    ref = toys.trained_reference(
+        toys.TokenModel, toys.padded_token_data(), tmp_path / "tok",
+        per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2,
+        optim="sgd", learning_rate=0.5, logging_steps=1, save_strategy="no",
     )
-    ref.train()
-    _close(result["tok_weights"], toys.weights(ref.model), 1e-5)
-    assert result["tok_losses"] == pytest.approx([h["loss"] for h in ref.state.log_history if "loss" in h], abs=1e-3)
+    toys.assert_weights_close(result["tok_weights"], toys.weights(ref.model), 1e-5)
+    assert result["tok_losses"] == pytest.approx(toys.logged_losses(ref), abs=1e-3)
 
 
 def test_evaluation_and_prediction_return_each_sample_once_in_order(trainer_run, tmp_path) -> None:
@@ -112,7 +102,7 @@ def test_checkpoint_per_rank_rng_only_rank_zero_writes_and_exact_resume(trainer_
     # the other rank wrote nothing but the probe that shows its audit hook was listening
     assert result["writes_by_other_ranks"] == [[f"open {out / 'probe-rank1.txt'}"]]
     # resumed by 2 processes from checkpoint-3: the same weights as the uninterrupted run
-    _close(result["resumed_weights"], result["ckpt_weights"], 1e-7)
+    toys.assert_weights_close(result["resumed_weights"], result["ckpt_weights"], 1e-7)
     # resumed by one process (per-device batch doubled) from the same DDP checkpoint
     single = Trainer(
         toys.seeded(toys.Regression),
@@ -121,7 +111,7 @@ def test_checkpoint_per_rank_rng_only_rank_zero_writes_and_exact_resume(trainer_
         train_dataset=toys.regression_data(),
     )
     single.train(resume_from_checkpoint=str(out / "ckpt" / "checkpoint-3"))
-    _close(toys.weights(single.model), result["ckpt_weights"], 1e-5)
+    toys.assert_weights_close(toys.weights(single.model), result["ckpt_weights"], 1e-5)
 
 
 def test_rank_flags_logging_and_main_process_first(trainer_run) -> None:
@@ -145,7 +135,7 @@ def test_ddp_strategy_in_a_custom_loop_under_accelerate_launch() -> None:
             model(**{k: v[half] for k, v in batch.items()})["loss"].backward()
             optimizer.step()
             optimizer.zero_grad()
-    _close(result["weights"], toys.weights(model), 1e-5)
+    toys.assert_weights_close(result["weights"], toys.weights(model), 1e-5)
     assert (result["sum"], result["mean"], result["max"]) == (3.0, 1.5, 2.0)
     assert result["padded_gather"] == [
         [[1.0, 1.0, 1.0, -1.0, -1.0], [1.0, 1.0, 1.0, -1.0, -1.0]],

@@ -8,7 +8,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -128,40 +127,30 @@ def _single(tmp_path: Path, **kw) -> TrainingArguments:
     return TrainingArguments(str(tmp_path), **{**toys.COMMON, **kw})
 
 
-def _close(a: dict, b: dict, tol: float) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], atol=tol, rtol=0, err_msg=key)
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_fsdp_training_equals_single_process(fsdp_run, tmp_path) -> None:
     result, _ = fsdp_run
     assert (result["strategy"], result["world_size"], result["dtensor"]) == ("FSDPStrategy", 2, "DTensor")
-    ref = Trainer(
-        toys.seeded(toys.Regression),
-        _single(tmp_path / "reg", per_device_train_batch_size=6, num_train_epochs=2, optim="sgd", learning_rate=0.1,
-                logging_steps=2, save_strategy="no"),
-        train_dataset=toys.regression_data(),
+    ref = toys.trained_reference(
+        toys.Regression, toys.regression_data(), tmp_path / "reg",
+        per_device_train_batch_size=6, num_train_epochs=2, optim="sgd", learning_rate=0.1,
+        logging_steps=2, save_strategy="no",
     )
-    ref.train()
-    _close(result["reg_weights"], toys.weights(ref.model), 1e-5)
+    toys.assert_weights_close(result["reg_weights"], toys.weights(ref.model), 1e-5)
     data = toys.regression_data()[:6]
     ref.model(**{k: torch.stack([d[k] for d in data]) for k in data[0]})["loss"].backward()
     ref_norm = torch.nn.utils.clip_grad_norm_(ref.model.parameters(), 1e9)
     assert result["grad_norm"][0] == "Tensor" and result["grad_norm"][1] == pytest.approx(float(ref_norm), rel=1e-5)
-    assert result["reg_losses"] == pytest.approx([h["loss"] for h in ref.state.log_history if "loss" in h], abs=1e-3)
+    assert result["reg_losses"] == pytest.approx(toys.logged_losses(ref), abs=1e-3)
     # layer-class wrapping, shard_grad_op, accumulation without sync, activation checkpointing
-    ref = Trainer(
-        toys.seeded(toys.TokenModel),
-        _single(tmp_path / "tok", per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2,
-                optim="sgd", learning_rate=0.5, logging_steps=1, save_strategy="no"),
-        train_dataset=toys.padded_token_data(),
+    ref = toys.trained_reference(
+        toys.TokenModel, toys.padded_token_data(), tmp_path / "tok",
+        per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2,
+        optim="sgd", learning_rate=0.5, logging_steps=1, save_strategy="no",
     )
-    ref.train()
-    _close(result["tok_weights"], toys.weights(ref.model), 1e-5)
-    assert result["tok_losses"] == pytest.approx([h["loss"] for h in ref.state.log_history if "loss" in h], abs=1e-3)
+    toys.assert_weights_close(result["tok_weights"], toys.weights(ref.model), 1e-5)
+    assert result["tok_losses"] == pytest.approx(toys.logged_losses(ref), abs=1e-3)
 
 
 @pytest.mark.distributed
@@ -170,7 +159,7 @@ def test_fsdp_checkpoint_resumes_at_two_ranks_and_at_one(fsdp_run, tmp_path) -> 
     result, out = fsdp_run
     assert {"model.safetensors", "optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= set(result["ckpt_files"])
     assert (out / "ckpt" / "model.safetensors").exists()  # save_model: full weights gathered to rank 0
-    _close(result["resumed_weights"], result["ckpt_weights"], 1e-7)
+    toys.assert_weights_close(result["resumed_weights"], result["ckpt_weights"], 1e-7)
     # the 2-rank FSDP checkpoint resumed by one plain process (per-device batch doubled)
     single = Trainer(
         toys.seeded(toys.Regression),
@@ -179,12 +168,12 @@ def test_fsdp_checkpoint_resumes_at_two_ranks_and_at_one(fsdp_run, tmp_path) -> 
         train_dataset=toys.regression_data(),
     )
     single.train(resume_from_checkpoint=str(out / "ckpt" / "checkpoint-3"))
-    _close(toys.weights(single.model), result["ckpt_weights"], 1e-5)
+    toys.assert_weights_close(toys.weights(single.model), result["ckpt_weights"], 1e-5)
     # ... and by one FSDP process started without a launcher (private rendezvous)
     one = launcher.launch(launcher.python(), "driver_fsdp_single.py", str(tmp_path / "one"),
                           str(out / "ckpt" / "checkpoint-3"))
     assert (one["strategy"], one["world_size"]) == ("FSDPStrategy", 1)
-    _close(one["weights"], result["ckpt_weights"], 1e-5)
+    toys.assert_weights_close(one["weights"], result["ckpt_weights"], 1e-5)
 
 
 @pytest.mark.distributed

@@ -13,7 +13,6 @@ import importlib.util
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -119,12 +118,6 @@ def test_preemption_agreement_runs_a_collective_only_at_due_steps():
 # ----------------------------------------------------------------------------- 2 processes (slow)
 
 
-def _close(a: dict, b: dict, tol: float) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], atol=tol, rtol=0, err_msg=key)
-
-
 def _args(out: Path, world: int, **kw) -> TrainingArguments:
     return TrainingArguments(
         str(out),
@@ -191,8 +184,8 @@ def test_sharded_checkpoints_resume_exactly_and_across_world_sizes(
     sharded_run, reference, tmp_path, monkeypatch
 ):
     result, out, one = sharded_run
-    _close(one, reference, 1e-5)  # one FSDP process == one plain process
-    _close(result["two_weights"], reference, 1e-5)
+    toys.assert_weights_close(one, reference, 1e-5)  # one FSDP process == one plain process
+    toys.assert_weights_close(result["two_weights"], reference, 1e-5)
     # per-process shards, nothing gathered: no full weights, no optimizer.pt in the checkpoint
     files = set(result["ckpt_files"])
     assert {"pytorch_model_fsdp_0", "optimizer_0", "rng_state_0.pth", "rng_state_1.pth"} <= files
@@ -201,20 +194,20 @@ def test_sharded_checkpoints_resume_exactly_and_across_world_sizes(
     # resume at the same world size is exact (model, AdamW moments, scheduler, RNG, data position)
     assert result["resumed_weights"] == result["two_weights"]
     # 1 -> 2: the checkpoint of one process resumed by two
-    _close(result["from_one_weights"], reference, 1e-5)
+    toys.assert_weights_close(result["from_one_weights"], reference, 1e-5)
     # 2 -> 1: by one FSDP process, and by one plain process (DCP without a process group)
     for name in launcher.LAUNCH_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     checkpoint = str(out / "two" / "checkpoint-3")
     assert is_sharded_checkpoint(checkpoint)
-    _close(_one_fsdp_process(tmp_path / "fsdp1", resume=checkpoint, save_strategy="no"), reference, 1e-5)
+    toys.assert_weights_close(_one_fsdp_process(tmp_path / "fsdp1", resume=checkpoint, save_strategy="no"), reference, 1e-5)
     plain = Trainer(
         toys.seeded(toys.Regression),
         _args(tmp_path / "plain", 1, save_strategy="no"),
         train_dataset=toys.regression_data(),
     )
     plain.train(resume_from_checkpoint=checkpoint)
-    _close(toys.weights(plain.model), reference, 1e-5)
+    toys.assert_weights_close(toys.weights(plain.model), reference, 1e-5)
 
 
 @pytest.mark.distributed
@@ -225,7 +218,7 @@ def test_save_model_gathers_full_weights_by_default(sharded_run):
     saved = {
         k: v.double().reshape(-1).tolist() for k, v in load_file(out / "two" / "model.safetensors").items()
     }
-    _close(saved, result["two_weights"], 0.0)
+    toys.assert_weights_close(saved, result["two_weights"], 0.0)
 
 
 @pytest.mark.distributed
