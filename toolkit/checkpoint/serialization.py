@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import struct
+import types
 from collections.abc import Iterator, Mapping
 from typing import IO, Any, Union
 
@@ -425,22 +426,100 @@ def save_object(obj: Any, f: PathOrFile) -> None:
     torch.save(obj, f)
 
 
+#: Archives smaller than this are read, not mapped, by `load_object` (mapping costs more).
+_MMAP_MIN_BYTES = 1 << 20
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A global outside the allow-list: the caller falls back to torch's own loader."""
+
+
+#: Python 2 module names that a protocol-2 pickle may use (``pickle`` maps them too).
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+def _allow_list_pickle_module() -> types.ModuleType | None:
+    """A ``pickle_module`` for ``torch.load`` whose C unpickler resolves only allowed globals.
+
+    The allowed globals are exactly those of torch's weights-only loader: its built-in
+    list plus whatever the caller allowed with ``torch.serialization.safe_globals``
+    (the blocked modules stay blocked). Every callable a pickle can reach comes from a
+    global, so such a pickle can run nothing the weights-only loader would not; it is
+    decoded by Python's C unpickler instead of torch's Python one, which is 2-6x
+    faster on the small pickles of a checkpoint (an optimizer's step counts, the
+    625-integer Python RNG state). None when torch does not expose its list, or when
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` asks for torch's loader.
+    """
+    if os.getenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
+        return None
+    try:
+        from torch import _weights_only_unpickler as weights_only
+
+        allowed = dict(weights_only._get_allowed_globals())
+        allowed.update(weights_only._get_user_allowed_globals())
+        blocked = frozenset(weights_only._blocklisted_modules)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+
+    class AllowListUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            module = _PY2_MODULES.get(module, module)
+            found = None if module in blocked else allowed.get(f"{module}.{name}")
+            if found is None:
+                raise _RefusedGlobal(f"{module}.{name}")
+            return found
+
+    def load(file: IO[bytes], **kwargs: Any) -> Any:
+        return AllowListUnpickler(file, **kwargs).load()
+
+    shim = types.ModuleType("toolkit.checkpoint.allow_list_pickle")
+    shim.Unpickler = AllowListUnpickler  # type: ignore[attr-defined]
+    shim.load = load  # type: ignore[attr-defined]
+    shim.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+    return shim
+
+
+def _is_plain_archive(f: PathOrFile) -> bool:
+    """True for a ``torch.save`` zip archive that is not TorchScript (``torch.load``
+    hands TorchScript archives to ``torch.jit.load`` unless weights-only)."""
+    try:
+        if isinstance(f, (str, os.PathLike)):
+            if not _is_zip(f):
+                return False
+            reader = torch._C.PyTorchFileReader(os.fspath(f))
+        else:
+            start = f.tell()
+            if f.read(4) != b"PK\x03\x04":
+                f.seek(start)
+                return False
+            f.seek(start)
+            reader = torch._C.PyTorchFileReader(f)
+            f.seek(start)
+        return "constants.pkl" not in reader.get_all_records()
+    except (OSError, RuntimeError, AttributeError, ValueError):
+        return False
+
+
 def load_object(
     f: PathOrFile, map_location: Any = None, *, name: str | None = None, mmap: bool = False
 ) -> Any:
     """Read an object written by `save_object`, refusing pickles that would run code.
 
-    Uses ``torch.load(..., weights_only=True)``: tensors, numbers, strings and plain
-    containers load; anything else must be allowed explicitly with
-    ``torch.serialization.safe_globals([...])`` around the call.
+    Accepts what ``torch.load(..., weights_only=True)`` accepts: tensors, numbers,
+    strings, plain containers, and any type allowed with
+    ``torch.serialization.safe_globals([...])`` around the call. Archives whose globals
+    are all on that list are decoded by Python's C unpickler restricted to it (the
+    same guarantee, a fraction of the time); anything else goes through torch's
+    weights-only loader, which decides.
 
     Args:
-        f: A local path or a binary file object open for reading.
+        f: A local path or a binary file object open for reading (seekable).
         map_location: As for ``torch.load`` (device, string, dict or callable).
         name: File name for error messages (defaults to the path or the file's name).
         mmap: For a local path written by ``torch.save`` (zip format): map the file
             instead of reading it, so tensors are backed by the file's pages (private,
-            copy-on-write) and nothing is copied up front. Ignored otherwise.
+            copy-on-write) and nothing is copied up front. Ignored otherwise, and for
+            files under 1 MiB (mapping costs more than reading those).
 
     Returns:
         The loaded object.
@@ -449,9 +528,24 @@ def load_object(
         UnsafeCheckpointError: The pickle references a global outside the allow-list.
     """
     label = name or _describe(f)
-    mmap = mmap and isinstance(f, (str, os.PathLike)) and _is_zip(f)
+    is_path = isinstance(f, (str, os.PathLike))
+    start = None if is_path else f.tell()
+    mmap = mmap and is_path and os.path.getsize(f) >= _MMAP_MIN_BYTES
+    shim = _allow_list_pickle_module()
+    if shim is not None and _is_plain_archive(f):
+        try:
+            return torch.load(
+                f,
+                map_location=map_location,
+                weights_only=False,
+                pickle_module=shim,
+                mmap=mmap,
+            )
+        except _RefusedGlobal:
+            if start is not None:
+                f.seek(start)  # type: ignore[union-attr]
     try:
-        if mmap:
+        if mmap and _is_zip(f):
             return torch.load(f, map_location=map_location, weights_only=True, mmap=True)
         return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
