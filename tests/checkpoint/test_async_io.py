@@ -174,3 +174,71 @@ def test_invalid_arguments() -> None:
         AsyncCheckpointIO(FsspecCheckpointIO(), max_pending=0)
     with pytest.raises(TypeError, match="CheckpointIO"):
         AsyncCheckpointIO(object())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def parallel_copies(monkeypatch):
+    """Make every snapshot big enough for the two-thread copy, in small pieces; record the helpers."""
+    from toolkit.checkpoint import async_io
+
+    monkeypatch.setattr(async_io, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(async_io, "_PIECE_BYTES", 64)
+    monkeypatch.setattr(async_io, "_usable_cpus", lambda: 2)
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(self):
+        started.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    return started
+
+
+def test_two_thread_snapshot_copies_every_layout_exactly(parallel_copies) -> None:
+    from toolkit.checkpoint.async_io import SnapshotBuffers
+
+    base = torch.arange(1000.0)
+    row = torch.randn(5)
+    state = {
+        "big": torch.randn(37, 53),
+        "transposed": torch.randn(40, 30).t(),
+        "channels_last": torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last),
+        "shared": base,
+        "shared_view": base[100:900],
+        "ints": torch.arange(777, dtype=torch.int64),
+        "expanded": row.expand(4, 5),
+        "scalar": torch.tensor(3.5),
+    }
+    expected = {k: v.clone() for k, v in state.items()}
+    buffers = SnapshotBuffers()
+    for round_ in range(2):  # fresh buffers, then reused ones
+        copy = snapshot(state, buffers)
+        for key, value in expected.items():
+            assert torch.equal(copy[key], value), (round_, key)
+        assert copy["channels_last"].stride() == state["channels_last"].stride()
+        assert copy["shared_view"].untyped_storage().data_ptr() == copy["shared"].untyped_storage().data_ptr()
+        for key, value in state.items():
+            if key != "expanded":
+                value.add_(1)
+        row.mul_(2)
+        expected = {k: v.clone() for k, v in state.items()}
+    assert parallel_copies.count("toolkit-snapshot-copy") == 2
+
+
+def test_small_snapshot_copies_on_the_caller_only(monkeypatch) -> None:
+    from toolkit.checkpoint import async_io
+
+    names: list[str] = []
+    monkeypatch.setattr(threading.Thread, "start", lambda self: names.append(self.name))
+    copy = async_io.snapshot({"w": torch.ones(10)}, async_io.SnapshotBuffers())
+    assert torch.equal(copy["w"], torch.ones(10)) and names == []
+
+
+def test_copy_error_in_either_thread_reaches_the_caller(parallel_copies) -> None:
+    from toolkit.checkpoint.async_io import _copy_all
+
+    good = [(torch.empty(100), torch.randn(100)) for _ in range(20)]
+    bad = (torch.empty(3), torch.randn(4))  # shapes that cannot be copied
+    with pytest.raises(RuntimeError):
+        _copy_all([*good[:10], bad, *good[10:]])
