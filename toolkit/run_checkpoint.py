@@ -32,7 +32,10 @@ from toolkit.checkpoint import (
 )
 from toolkit.checkpoint import files as storage
 from toolkit.checkpoint.serialization import json_to_bytes, object_to_bytes, tensors_to_bytes
+from toolkit.optim.optimizers import optimizer_state_like
 from toolkit.state import TrainerState
+from toolkit.strategies.base import Strategy
+from toolkit.types import IntervalStrategy
 from toolkit.utils.seed import get_rng_state
 
 if TYPE_CHECKING:
@@ -120,6 +123,26 @@ class RunCheckpointer:
             )
 
     # ----------------------------------------------------------------- saving
+    def prepare_buffers(self) -> None:
+        """With ``save_async``: have the background thread allocate the first save's
+        copy buffers while training starts, so that the first save stalls no longer
+        than the later ones. Skipped where the state is gathered with collectives
+        (FSDP, DeepSpeed, XLA): their first save allocates as it copies."""
+        t = self.trainer
+        io = self.manager.io
+        if not isinstance(io, AsyncCheckpointIO) or not t.args.should_save:
+            return
+        if t.args.save_strategy == IntervalStrategy.NO:
+            return
+        kind = type(t.strategy)
+        if kind.model_state_dict is not Strategy.model_state_dict:
+            return
+        state: dict[str, Any] = {"weights": self._model_state()}
+        if not t.args.save_only_model and t.optimizer is not None:
+            if kind.optimizer_state_dict is Strategy.optimizer_state_dict:
+                state["optimizer"] = optimizer_state_like(t.optimizer)
+        io.prepare(state)
+
     def _model_state(self) -> dict[str, torch.Tensor]:
         t = self.trainer
         return {k: v.detach() for k, v in t.strategy.model_state_dict(t.model_wrapped).items()}

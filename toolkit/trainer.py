@@ -592,6 +592,7 @@ class Trainer:
         self._loop = loop
         if checkpoint is not None:
             self.checkpointer.load_for_resume(checkpoint, loop)
+        self.checkpointer.prepare_buffers()
         self._label_check_step = self.state.global_step
         self.callback_handler.set_objects(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,

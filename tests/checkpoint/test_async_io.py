@@ -242,3 +242,100 @@ def test_copy_error_in_either_thread_reaches_the_caller(parallel_copies) -> None
     bad = (torch.empty(3), torch.randn(4))  # shapes that cannot be copied
     with pytest.raises(RuntimeError):
         _copy_all([*good[:10], bad, *good[10:]])
+
+
+@pytest.fixture
+def allocations(monkeypatch):
+    """The shapes of the snapshot buffers created."""
+    from toolkit.checkpoint import async_io
+
+    made: list[tuple[int, ...]] = []
+    real = async_io._empty_like_layout
+
+    def counting(t):
+        made.append(tuple(t.shape))
+        return real(t)
+
+    monkeypatch.setattr(async_io, "_empty_like_layout", counting)
+    return made
+
+
+def _stepped_adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    return opt
+
+
+def test_prepared_buffers_serve_the_first_snapshot_without_allocating(allocations) -> None:
+    from toolkit.checkpoint.async_io import SnapshotBuffers
+    from toolkit.optim import optimizer_state_like
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    buffers = SnapshotBuffers()
+    # before the first step: the optimizer's state is predicted as meta tensors
+    added = buffers.prepare({"weights": model.state_dict(), "optimizer": optimizer_state_like(opt)})
+    n_params = sum(p.numel() for p in model.parameters())
+    assert added == 3 * 4 * n_params and len(allocations) == 12
+    assert buffers.prepare({"weights": model.state_dict()}) == 0  # already there
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    allocations.clear()
+    copy = snapshot({"model": model.state_dict(), "optimizer": opt.state_dict()}, buffers)
+    assert allocations == [()] * 4  # only AdamW's scalar step counters, which are not predicted
+    assert torch.equal(copy["model"]["0.weight"], model[0].weight)
+    assert torch.equal(copy["optimizer"]["state"][2]["exp_avg_sq"], opt.state[model[2].weight]["exp_avg_sq"])
+
+
+def test_prepare_shares_one_buffer_for_tied_tensors(tied_model) -> None:
+    from toolkit.checkpoint.async_io import SnapshotBuffers
+
+    buffers = SnapshotBuffers()
+    state = {"model.safetensors": tied_model.state_dict()}
+    buffers.prepare(state)
+    before = buffers.nbytes
+    copy = snapshot(state, buffers)
+    assert buffers.nbytes == before
+    assert (
+        copy["model.safetensors"]["head.weight"].data_ptr()
+        == copy["model.safetensors"]["embed.weight"].data_ptr()
+    )
+
+
+def test_a_snapshot_stops_a_preparation_in_flight() -> None:
+    from toolkit.checkpoint.async_io import SnapshotBuffers, _buffer_needs
+
+    buffers = SnapshotBuffers()
+    buffers._stop_preparing.set()  # as a snapshot starting on another thread does
+    assert buffers._prepare(*_buffer_needs({"w": torch.zeros(64, 64)})) == 0
+    assert buffers.nbytes == 0
+
+
+def test_async_prepare_then_save_right_away_writes_the_state(root, allocations) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = _stepped_adamw(model)
+    with AsyncCheckpointIO(FsspecCheckpointIO(fsync=False)) as io:
+        io.prepare({"model.safetensors": model.state_dict(), "optimizer.pt": opt.state_dict()})
+        io.save({"model.safetensors": model.state_dict(), "optimizer.pt": opt.state_dict()}, f"{root}/c-1")
+        io._worker.wait()
+        allocations.clear()
+        model[0].weight.data.add_(1.0)
+        io.save({"model.safetensors": model.state_dict(), "optimizer.pt": opt.state_dict()}, f"{root}/c-2")
+        assert allocations == []  # the buffers made by prepare or by the first save are reused
+        loaded = io.load(f"{root}/c-2")
+    assert torch.equal(loaded["model.safetensors"]["0.weight"], model[0].weight.detach())
+
+
+def test_prepare_failure_is_logged_and_saves_still_work(root, monkeypatch, caplog) -> None:
+    from toolkit.checkpoint import async_io
+
+    def broken(self, tensors, storages):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(async_io.SnapshotBuffers, "_prepare", broken)
+    with AsyncCheckpointIO(FsspecCheckpointIO(fsync=False)) as io:
+        io.prepare({"w": torch.ones(3)})
+        io.wait()
+        io.save({"w.safetensors": {"w": torch.ones(3)}}, f"{root}/c-1")
+    assert "preparing checkpoint buffers failed" in caplog.text

@@ -149,3 +149,38 @@ def test_create_optimizer_without_trainable_parameters() -> None:
     model = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="requires_grad"):
         create_optimizer(model, learning_rate=1e-3)
+
+
+def _shapes(tensors):
+    return [(tuple(t.shape), t.device.type) for t in tensors]
+
+
+def test_optimizer_state_like_predicts_the_lazy_state_of_common_optimizers() -> None:
+    from toolkit.optim import AdamW as ToolkitAdamW
+    from toolkit.optim import optimizer_state_like
+
+    w = torch.nn.Parameter(torch.zeros(3, 2))
+    frozen = torch.nn.Parameter(torch.zeros(5), requires_grad=False)
+    cases = [
+        (torch.optim.AdamW([w, frozen]), 2),
+        (torch.optim.Adam([w], amsgrad=True), 3),
+        (ToolkitAdamW([w]), 2),
+        (torch.optim.SGD([w], lr=0.1), 0),
+        (torch.optim.SGD([w], lr=0.1, momentum=0.9), 1),
+        (torch.optim.RMSprop([w], momentum=0.5, centered=True), 3),
+    ]
+    for optimizer, count in cases:
+        assert _shapes(optimizer_state_like(optimizer)) == [((3, 2), "meta")] * count, type(optimizer)
+
+
+def test_optimizer_state_like_gives_the_real_state_once_it_exists() -> None:
+    from toolkit.optim import Adafactor, optimizer_state_like
+
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    optimizer = Adafactor([w], lr=0.01, relative_step=False)
+    assert optimizer_state_like(optimizer) == []  # unknown before its first step
+    w.grad = torch.ones(4, 3)
+    optimizer.step()
+    real = optimizer_state_like(optimizer)
+    assert real and all(t.device.type == "cpu" for t in real)
+    assert {tuple(t.shape) for t in real} >= {(4,), (3,)}  # factored second moments

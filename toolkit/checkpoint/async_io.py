@@ -143,30 +143,154 @@ def _count_storages(obj: Any, counts: dict[tuple[Any, int], set[int]], seen: set
             _count_storages(item, counts, seen)
 
 
+def _signature(t: torch.Tensor) -> tuple[Any, ...]:
+    """What a buffer must match to take ``t``'s copy: dtype, shape and, for a dense
+    non-contiguous layout (channels-last, a transpose), the strides."""
+    keep_strides = not t.is_contiguous() and _is_dense(t)
+    return (t.dtype, tuple(t.shape), tuple(t.stride()) if keep_strides else None)
+
+
 class SnapshotBuffers:
     """CPU buffers that `snapshot` copies tensors into, kept for the next snapshot.
 
-    The n-th tensor (or shared storage) met while walking the state gets the n-th
-    buffer, reused when its shape, dtype and layout still match and replaced when not.
-    Once the buffers exist, a snapshot is one ``copy_`` per tensor into memory that is
-    already mapped: no allocation, no page faults. Whoever holds a snapshot taken with
-    these buffers must be done with it before they are passed to `snapshot` again.
+    Buffers are pooled by dtype, shape and layout: a tensor takes a free buffer of its
+    kind, or a new one when there is none. Once the buffers exist, a snapshot is one
+    ``copy_`` per tensor into memory that is already mapped: no allocation, no page
+    faults. `prepare` creates them ahead of the first snapshot (on any thread), so that
+    even the first one finds them. Whoever holds a snapshot taken with these buffers
+    must be done with it before they are passed to `snapshot` again.
     """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+        self._free_storages: dict[int, list[torch.UntypedStorage]] = {}
+        #: The buffers of the latest snapshot, in the order its tensors were met.
         self.tensors: list[torch.Tensor] = []
         self.storages: list[torch.UntypedStorage] = []
+        self._stop_preparing = threading.Event()
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers."""
-        return sum(t.untyped_storage().nbytes() for t in self.tensors) + sum(
-            s.nbytes() for s in self.storages
-        )
+        with self._lock:
+            tensors = self.tensors + [t for pool in self._free.values() for t in pool]
+            storages = self.storages + [s for pool in self._free_storages.values() for s in pool]
+        return sum(t.untyped_storage().nbytes() for t in tensors) + sum(s.nbytes() for s in storages)
+
+    def _recycle(self) -> None:
+        """A new snapshot begins: the previous one's buffers are free again."""
+        self._stop_preparing.set()
+        with self._lock:
+            for buffer in self.tensors:
+                self._free.setdefault(_signature(buffer), []).append(buffer)
+            for storage in self.storages:
+                self._free_storages.setdefault(storage.nbytes(), []).append(storage)
+            self.tensors, self.storages = [], []
+
+    def _tensor(self, t: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            pool = self._free.get(_signature(t))
+            buffer = pool.pop() if pool else None
+        if buffer is None:
+            buffer = _empty_like_layout(t)
+        self.tensors.append(buffer)
+        return buffer
+
+    def _storage(self, nbytes: int) -> torch.UntypedStorage:
+        with self._lock:
+            pool = self._free_storages.get(nbytes)
+            storage = pool.pop() if pool else None
+        if storage is None:
+            storage = torch.UntypedStorage(nbytes, device="cpu")
+        self.storages.append(storage)
+        return storage
+
+    def prepare(self, state: Any) -> int:
+        """Create and touch the buffers a snapshot of ``state`` will need, now.
+
+        Only shapes, dtypes and layouts are read (``meta`` tensors describe a state
+        without memory). Buffers already free are counted, so preparing twice allocates
+        nothing more. Each new buffer is written once, so that its pages are mapped
+        before a snapshot copies into it. A snapshot that starts meanwhile stops the
+        preparation: it takes what is ready and allocates the rest itself.
+
+        Args:
+            state: A nested structure of containers and tensors shaped like the states
+                that will be snapshotted.
+
+        Returns:
+            Bytes newly allocated.
+        """
+        self._stop_preparing.clear()
+        return self._prepare(*_buffer_needs(state))
+
+    def _prepare(self, tensors: dict[tuple[Any, ...], list[torch.Tensor]], storages: dict[int, int]) -> int:
+        added = 0
+        for sig, like in tensors.items():
+            with self._lock:
+                missing = len(like) - len(self._free.get(sig, ()))
+            for t in like[: max(missing, 0)]:
+                if self._stop_preparing.is_set():
+                    return added
+                buffer = _empty_like_layout(t)
+                _touch(buffer.untyped_storage())
+                with self._lock:
+                    self._free.setdefault(sig, []).append(buffer)
+                added += buffer.untyped_storage().nbytes()
+        for nbytes, count in storages.items():
+            with self._lock:
+                missing = count - len(self._free_storages.get(nbytes, ()))
+            for _ in range(missing):
+                if self._stop_preparing.is_set():
+                    return added
+                storage = torch.UntypedStorage(nbytes, device="cpu")
+                _touch(storage)
+                with self._lock:
+                    self._free_storages.setdefault(nbytes, []).append(storage)
+                added += nbytes
+        return added
 
 
-def _fits(buffer: torch.Tensor, t: torch.Tensor) -> bool:
-    return buffer.dtype == t.dtype and buffer.shape == t.shape and buffer.stride() == t.stride()
+def _buffer_needs(state: Any) -> tuple[dict[tuple[Any, ...], list[torch.Tensor]], dict[int, int]]:
+    """The buffers a snapshot of ``state`` takes: tensors by signature (with one tensor
+    each as the model of its buffer) and shared storages by size (how many)."""
+    counts: dict[tuple[Any, int], set[int]] = {}
+    _count_storages(state, counts, set())
+    tensors: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+    storages: dict[int, int] = {}
+    seen_storages: set[tuple[Any, int]] = set()
+    for t in _tensors_in(state):
+        key = _storage_key(t)
+        if key is not None and len(counts[key]) > 1:
+            if key not in seen_storages:
+                seen_storages.add(key)
+                nbytes = t.untyped_storage().nbytes()
+                storages[nbytes] = storages.get(nbytes, 0) + 1
+        elif t.layout == torch.strided and t.numel() > 0:
+            tensors.setdefault(_signature(t), []).append(t)
+    return tensors, storages
+
+
+def _tensors_in(obj: Any) -> Iterator[torch.Tensor]:
+    """The distinct tensors of a nested structure (each container visited once)."""
+    stack, seen = [obj], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        if isinstance(item, torch.Tensor):
+            seen.add(id(item))
+            yield item
+        elif isinstance(item, (Mapping, list, tuple, set, frozenset)):
+            seen.add(id(item))
+            stack.extend(reversed(list(item.values() if isinstance(item, Mapping) else item)))
+
+
+def _touch(storage: torch.UntypedStorage) -> None:
+    """Write every page of ``storage`` once, so that a later copy into it faults nothing."""
+    if storage.nbytes():
+        _bytes_of(storage).zero_()
 
 
 def _bytes_of(storage: torch.UntypedStorage) -> torch.Tensor:
@@ -180,39 +304,12 @@ class _Copier:
     def __init__(self, shared: set[tuple[Any, int]], buffers: SnapshotBuffers | None = None) -> None:
         self.shared = shared
         self.buffers = buffers
-        self.n_tensors = 0
-        self.n_storages = 0
+        if buffers is not None:
+            buffers._recycle()
         self.storages: dict[tuple[Any, int], torch.UntypedStorage] = {}
         self.memo: dict[int, Any] = {}
         #: (buffer, source) pairs of CPU tensors, copied together by `_copy_all`.
         self.copies: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def _tensor_buffer(self, t: torch.Tensor) -> torch.Tensor:
-        """The reused buffer for the next tensor (allocated when there is none that fits)."""
-        held = self.buffers.tensors  # type: ignore[union-attr]
-        i = self.n_tensors
-        self.n_tensors += 1
-        if i < len(held) and _fits(held[i], t):
-            return held[i]
-        buffer = _empty_like_layout(t)
-        if i < len(held):
-            held[i] = buffer
-        else:
-            held.append(buffer)
-        return buffer
-
-    def _storage_buffer(self, source: torch.UntypedStorage) -> torch.UntypedStorage:
-        held = self.buffers.storages  # type: ignore[union-attr]
-        i = self.n_storages
-        self.n_storages += 1
-        if i < len(held) and held[i].nbytes() == source.nbytes():
-            return held[i]
-        buffer = torch.UntypedStorage(source.nbytes(), device="cpu")
-        if i < len(held):
-            held[i] = buffer
-        else:
-            held.append(buffer)
-        return buffer
 
     def tensor(self, t: torch.Tensor) -> torch.Tensor:
         t = t.detach()
@@ -220,7 +317,7 @@ class _Copier:
         if key is None or key not in self.shared:
             if self.buffers is None or key is None or t.layout != torch.strided:
                 return t.to("cpu", copy=True)
-            buffer = self._tensor_buffer(t)
+            buffer = self.buffers._tensor(t)
             if t.device.type == "cpu":
                 self.copies.append((buffer, t))
             else:
@@ -230,7 +327,7 @@ class _Copier:
         if storage is None:
             source = t.untyped_storage()
             if self.buffers is not None:
-                storage = self._storage_buffer(source)
+                storage = self.buffers._storage(source.nbytes())
                 if source.device.type == "cpu":
                     self.copies.append((_bytes_of(storage), _bytes_of(source)))
                 else:
@@ -396,6 +493,7 @@ class AsyncCheckpointIO(CheckpointIO):
         """
         if self._worker.closed:
             raise RuntimeError("AsyncCheckpointIO is closed")
+        self._stop_preparing()
         self._worker.raise_error()
         self._slots.acquire()
         buffers = None
@@ -408,12 +506,52 @@ class AsyncCheckpointIO(CheckpointIO):
             self._slots.release()
             raise
 
+    def prepare(self, state: Any) -> None:
+        """Create the buffers of the next save of a state shaped like ``state``, on the
+        worker thread, so that the first save copies into memory that is already mapped.
+
+        The state's structure is read now; the buffers are allocated and touched in the
+        background (see `SnapshotBuffers.prepare`) while training goes on. Optional: a
+        save without it allocates what it needs itself. Does nothing when
+        ``reuse_buffers`` is False. A failure to prepare is logged, never raised.
+
+        Args:
+            state: Tensors (``meta`` tensors will do) shaped like those to be saved,
+                in any nesting, for example ``{"model": model.state_dict()}``.
+        """
+        if not self.reuse_buffers or self._worker.closed:
+            return
+        needs = _buffer_needs(state)
+        with self._buffers_lock:
+            if not self._free_buffers:
+                self._free_buffers.append(SnapshotBuffers())
+            buffers = self._free_buffers[-1]
+        buffers._stop_preparing.clear()
+
+        def job() -> None:
+            try:
+                buffers._prepare(*needs)
+            except Exception as error:  # a save allocates what it needs itself
+                logger.warning(
+                    "preparing checkpoint buffers failed (%s); the next save allocates them", error
+                )
+
+        self._worker.submit(job)
+
+    def _stop_preparing(self) -> None:
+        """Cut a `prepare` short: a save (or a wait for one) is due now."""
+        with self._buffers_lock:
+            for buffers in self._free_buffers:
+                buffers._stop_preparing.set()
+
     def wait(self) -> None:
-        """Block until every pending save has finished.
+        """Block until every pending save has finished (a `prepare` still running
+        stops at its next buffer).
 
         Raises:
             Exception: The first failure of a background save since the last report.
         """
+        self._stop_preparing()
         self._worker.wait()
 
     def close(self) -> None:
@@ -423,6 +561,7 @@ class AsyncCheckpointIO(CheckpointIO):
         Raises:
             Exception: The first unreported failure of a background save.
         """
+        self._stop_preparing()
         try:
             self._worker.close()
         finally:

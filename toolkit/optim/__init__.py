@@ -17,6 +17,7 @@ from toolkit.optim.optimizers import (
     get_optimizer_cls_and_kwargs,
     get_parameter_names,
     is_norm_module,
+    optimizer_state_like,
     param_groups_for_weight_decay,
     parse_optim_args,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "get_reduce_on_plateau_schedule",
     "get_scheduler",
     "is_norm_module",
+    "optimizer_state_like",
     "param_groups_for_weight_decay",
     "parse_optim_args",
 ]

@@ -21,6 +21,7 @@ from toolkit.types import OptimizerNames
 __all__ = [
     "NORM_LAYER_TYPES",
     "is_norm_module",
+    "optimizer_state_like",
     "get_parameter_names",
     "get_decay_parameter_names",
     "param_groups_for_weight_decay",
@@ -410,3 +411,55 @@ def create_optimizer(
     if not groups:
         raise ValueError("model has no parameters with requires_grad=True to optimize.")
     return optimizer_cls(groups, **kwargs)
+
+
+def _param_shaped_state_count(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> int:
+    """How many parameter-shaped state tensors ``optimizer`` keeps per parameter of ``group``
+    (0 for an optimizer whose state is not known here)."""
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return 3 if group.get("amsgrad") else 2
+    if isinstance(optimizer, (torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax, AdamW)):
+        return 2
+    if isinstance(optimizer, torch.optim.SGD):
+        return 1 if group.get("momentum") else 0
+    if isinstance(optimizer, torch.optim.RMSprop):
+        return 1 + bool(group.get("momentum")) + bool(group.get("centered"))
+    return 0
+
+
+def optimizer_state_like(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Tensors shaped like the state ``optimizer`` will hold once it has stepped.
+
+    Once the optimizer has state, these are its state's tensors. Before its first step,
+    they are ``meta`` tensors (no memory) shaped like what the common torch optimizers
+    create lazily: the moments of Adam, AdamW, NAdam, RAdam, Adamax and toolkit's AdamW,
+    SGD's momentum buffer, RMSprop's averages, one per trainable parameter; scalar step
+    counters are left out. Other optimizers give an empty list before their first step.
+    Used to allocate checkpoint buffers ahead of the first save.
+
+    Args:
+        optimizer: Any ``torch.optim.Optimizer``.
+
+    Returns:
+        A flat list of tensors.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.zeros(3, 2))
+        >>> [tuple(t.shape) for t in optimizer_state_like(torch.optim.AdamW([w]))]
+        [(3, 2), (3, 2)]
+    """
+    existing = [
+        v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)
+    ]
+    if existing:
+        return existing
+    out: list[torch.Tensor] = []
+    for group in optimizer.param_groups:
+        count = _param_shaped_state_count(optimizer, group)
+        for p in group["params"]:
+            if p.requires_grad:
+                out.extend(
+                    torch.empty_strided(p.shape, p.stride(), dtype=p.dtype, device="meta")
+                    for _ in range(count)
+                )
+    return out
