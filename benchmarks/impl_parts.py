@@ -24,7 +24,7 @@ from toolkit.data import ResumableRandomSampler, default_data_collator
 from toolkit.loops import TrainLoop
 from toolkit.loops.evaluation import EvaluationLoop
 from toolkit.loops.steps import prediction_step
-from toolkit.optim import create_optimizer, get_scheduler
+from toolkit.optim import create_optimizer, get_scheduler, optimizer_state_like
 from toolkit.strategies import SingleDeviceStrategy
 from toolkit.utils.seed import get_rng_state
 
@@ -109,6 +109,11 @@ class _Run:
             log_fn=self._log,
             save_fn=self._save,
         )
+        if manager is not None and isinstance(manager.io, AsyncCheckpointIO):
+            # the first save's buffers are made in the background while training starts
+            manager.io.prepare(
+                {"model.safetensors": self.model.state_dict(), "optimizer.pt": optimizer_state_like(self.optimizer)}
+            )
 
     def _log(self, logs: dict[str, float]) -> None:
         if self.hooks.bar is not None:

@@ -224,3 +224,21 @@ def test_async_saves_reuse_one_set_of_buffers_and_write_what_was_copied(tmp_path
     for step in range(3):
         loaded = FsspecCheckpointIO().load(str(tmp_path / f"checkpoint-{step}"))
         assert torch.equal(loaded["model.safetensors"]["w"], weight - 3.0 + step)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_loaded_optimizer_state_does_not_keep_the_file_mapped(tmp_path) -> None:
+    big = {"state": {0: {"exp_avg": torch.randn(512, 1024)}}, "param_groups": [{"params": [0]}]}  # 2 MiB
+    weights = {"w": torch.randn(512, 1024)}
+    io = FsspecCheckpointIO(fsync=False)
+    path = str(tmp_path / "checkpoint-1")
+    io.save({"optimizer.pt": big, "pytorch_model.bin": weights}, path)
+    loaded = io.load(path)
+    with open("/proc/self/maps", encoding="utf-8") as f:
+        mapped = f.read()
+    # the optimizer state is updated in place by the next step: read, so that deleting the
+    # checkpoint frees its disk space; pickled weights are only copied into a model: mapped
+    assert os.path.join(path, "optimizer.pt") not in mapped
+    assert os.path.join(path, "pytorch_model.bin") in mapped
+    assert torch.equal(loaded["optimizer.pt"]["state"][0]["exp_avg"], big["state"][0]["exp_avg"])
+    assert torch.equal(loaded["pytorch_model.bin"]["w"], weights["w"])

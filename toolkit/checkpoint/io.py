@@ -25,9 +25,11 @@ from a folder someone else wrote (see `toolkit.checkpoint.manager`).
 **Streaming.** Each file is encoded straight into its destination while its size and
 CRC-32 are taken on the way (`toolkit.checkpoint.checksum`): no file is built in memory
 first and nothing is read back. On a local disk, loading checks each file's size and
-checksum in one chunked read, then decodes from the file itself: safetensors and
-``torch.save`` archives are memory-mapped (private, copy-on-write), so tensors are not
-copied up front. Manifests written before this layout (version 1, sha256) still load.
+checksum in one chunked read, then decodes from the file itself: safetensors files and
+pickled weights (``.bin``) are memory-mapped (private, copy-on-write), so tensors are not
+copied up front; other archives (optimizer state, which the next step overwrites in
+place) are read into memory, since a mapped copy would take a copy-on-write fault per
+page at that step and keep the file's disk blocks held after the checkpoint is deleted. Manifests written before this layout (version 1, sha256) still load.
 
 This class only moves bytes: it never overwrites an existing folder and never decides
 what to delete. Naming, rotation and clean-up are `CheckpointManager`'s job.
@@ -339,11 +341,11 @@ def _encode_into(name: str, value: Any, f: HashingWriter) -> None:
 
 
 def _decode_file(name: str, path: str, map_location: MapLocation) -> Any:
-    """Decode a local file from its path: tensors and archives are mapped, not read."""
+    """Decode a local file from its path: weights are mapped, other archives read."""
     if name.endswith(".safetensors"):
         return load_tensors(path, map_location)
     if name.endswith(_PICKLE_SUFFIXES):
-        return load_object(path, map_location, name=name, mmap=os.name == "posix")
+        return load_object(path, map_location, name=name, mmap=os.name == "posix" and name.endswith(".bin"))
     with open(path, "rb") as f:
         data = f.read()
     return json_from_bytes(data) if name.endswith(".json") else data
@@ -604,7 +606,8 @@ class FsspecCheckpointIO(CheckpointIO):
 
         Sizes are always checked against the manifest; checksums when ``verify`` is True.
         Local files are checked in one chunked read and then decoded from the file
-        (safetensors and ``torch.save`` archives memory-mapped, copy-on-write).
+        (safetensors and ``.bin`` weights memory-mapped, copy-on-write; other archives
+        read).
 
         Args:
             path: The checkpoint folder.
