@@ -114,8 +114,8 @@ def test_sigterm_saves_exits_143_and_resumes_exactly(h, tmp_path, reference, cap
     assert exit_info.value.code == 143
     assert signal.getsignal(signal.SIGTERM) is previous
     # during training: the step finishes; during the evaluation that ends step 3: the evaluation
-    # finishes and the stop is taken at the next step boundary
-    stop = step + 1 if during_eval else step
+    # finishes, then the run saves and stops at that same step
+    stop = step
     assert f"Training stopped on a termination signal at step {stop}" in caplog.text
     assert "resume_from_checkpoint=True" in caplog.text
     # the scheduled checkpoints before the signal, and one at the step it stopped
@@ -170,3 +170,31 @@ def test_sigint_inside_a_checkpoint_write_leaves_no_partial_checkpoint(
     assert _checkpoints(tmp_path) == ["checkpoint-2"]
     _assert_clean(tmp_path)
     _resume_and_compare(h, tmp_path, reference)
+
+
+def test_sigterm_during_an_epoch_end_evaluation_stops_at_that_epochs_end(h, tmp_path, caplog):
+    def make(out, callbacks=None):
+        return Trainer(
+            h.seeded(h.DropoutRegressor, seed=0),
+            h.make_args(
+                out, max_steps=MAX_STEPS, per_device_train_batch_size=2, per_device_eval_batch_size=2,
+                save_strategy="steps", save_steps=100, evaluation_strategy="epoch", logging_steps=1,
+                learning_rate=0.05,
+            ),
+            train_dataset=h.regression_data(8),  # 4 steps per epoch: evaluations after steps 4 and 8
+            eval_dataset=h.regression_data(6, seed=1),
+            callbacks=callbacks,
+        )
+
+    full = make(tmp_path / "reference")
+    full.train()
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="toolkit"), pytest.raises(SystemExit):
+        make(out, callbacks=[SignalAt(signal.SIGTERM, 4, during_eval=True)]).train()
+    assert "Training stopped on a termination signal at step 4" in caplog.text
+    assert _checkpoints(out) == ["checkpoint-4"]
+    resumed = make(out)
+    resumed.train(resume_from_checkpoint=True)
+    expected = h.weights(full.model)
+    for key, value in h.weights(resumed.model).items():
+        assert torch.equal(value, expected[key]), key

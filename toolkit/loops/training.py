@@ -390,6 +390,19 @@ class TrainLoop:
                 self.save_fn(metrics)
             self.control = self.callbacks.on_save(self.args, self.state, control)
 
+    def _log_evaluate_save_then_stop_if_asked(self) -> None:
+        """`_log_evaluate_save`; a stop asked for meanwhile (a SIGTERM during a long
+        evaluation) then takes effect at this step, with its save, instead of one step later."""
+        already_stopping = self._stop_requested
+        saved = self.control.should_save
+        self._log_evaluate_save()
+        if self._stop_requested and not already_stopping:
+            control = self.control
+            control.should_training_stop = True
+            if self._stop_with_save and not saved:
+                control.should_save = True
+                self._log_evaluate_save()
+
     def _check_nonfinite(self, tr_loss_window: torch.Tensor) -> bool:
         """For the 'skip' and 'raise' policies: True when the window's loss is finite."""
         if bool(torch.isfinite(tr_loss_window)):
@@ -507,7 +520,7 @@ class TrainLoop:
                     ctl.should_training_stop = True
                     ctl.should_save = ctl.should_save or self._stop_with_save
                 if ctl.should_log or ctl.should_evaluate or ctl.should_save:
-                    self._log_evaluate_save()
+                    self._log_evaluate_save_then_stop_if_asked()
                     model.train()  # an evaluation (or a callback) may have left it in eval mode
                     ctl = self.control
                 if ctl.should_epoch_stop or ctl.should_training_stop:
@@ -528,7 +541,7 @@ class TrainLoop:
             self.control = cb.on_epoch_end(args, state, self.control)
             ctl = self.control
             if ctl.should_log or ctl.should_evaluate or ctl.should_save:
-                self._log_evaluate_save()
+                self._log_evaluate_save_then_stop_if_asked()
             if epoch_finished:
                 self.epoch += 1
                 self.batches_in_epoch = 0
