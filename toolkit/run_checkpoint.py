@@ -245,6 +245,8 @@ class RunCheckpointer:
         weights = None if sharded else self._weights_entry()
         own_format = sharded or getattr(t.strategy, "saves_own_checkpoint", False)  # optimizer saved by the strategy
         optimizer_state = None if t.args.save_only_model or own_format else t.strategy.optimizer_state_dict(t.optimizer)
+        # the losses since the last log, averaged over processes: also a collective
+        loop_state = None if t.args.save_only_model else self._loop_state()
         if not t.args.should_save:
             return None
         files: dict[str, Any] = dict([weights]) if weights is not None else {}
@@ -257,7 +259,7 @@ class RunCheckpointer:
             if scaler:
                 files["scaler.pt"] = scaler
             files.update(rng_files)
-            files["loop_state.json"] = self._loop_state()
+            files["loop_state.json"] = loop_state
         files["trainer_state.json"] = _state_dict(t.state)
         files[TRAINING_ARGS_NAME] = t.args.to_dict()
         if path in self._written:
@@ -279,7 +281,7 @@ class RunCheckpointer:
 
     def _loop_state(self) -> dict[str, Any]:
         loop = getattr(self.trainer, "_loop", None)
-        return {} if loop is None else loop.state_dict()
+        return {} if loop is None else loop.state_dict(synchronize=True)
 
     def save_model(self, output_dir: str) -> None:
         """Save the weights, the tokenizer (when it can save itself) and the arguments."""

@@ -3,6 +3,7 @@ checkpoint, and errors raised before any training."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -142,3 +143,26 @@ def test_resume_restores_the_best_metric_and_history(h, tmp_path, reference):
     trainer.train(resume_from_checkpoint=str(folder / "checkpoint-4"))
     steps = [e["step"] for e in trainer.state.log_history if "loss" in e]
     assert steps == list(range(1, MAX_STEPS + 1))  # steps 1-4 came from the checkpoint
+
+
+def test_a_resumed_run_logs_the_losses_of_an_uninterrupted_one(h, tmp_path):
+    """logging_steps=3 does not divide save_steps=2: checkpoint-4 is saved one step into a
+    logging window, whose loss sum travels in loop_state.json."""
+
+    def make(out):
+        args = h.make_args(
+            out, max_steps=9, per_device_train_batch_size=2, save_strategy="steps", save_steps=2,
+            logging_steps=3, learning_rate=0.05,
+        )
+        return Trainer(h.seeded(h.DropoutRegressor, seed=0), args, train_dataset=h.regression_data(N_SAMPLES))
+
+    full = make(tmp_path / "full")
+    full.train()
+    expected = h.train_losses(full.state.log_history)
+    assert [s for s, _ in expected] == [3, 6, 9]
+    window = json.loads((tmp_path / "full" / "checkpoint-4" / "loop_state.json").read_text())["loss_window"]
+    assert window["since_step"] == 3 and window["sums"][2] == 1  # one micro-batch since the log at step 3
+    resumed = make(tmp_path / "full")
+    resumed.args.overwrite_output_dir = True
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-4"))
+    assert h.train_losses(resumed.state.log_history) == expected

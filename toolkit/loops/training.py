@@ -122,6 +122,18 @@ class LossTracker:
         )
         self.count = 0
 
+    def sums_so_far(self, strategy: Strategy | None = None) -> list[float]:
+        """The four running sums since the last pop (one host sync), without resetting
+        them; with a strategy, averaged across processes (a collective)."""
+        self._fold()
+        sums = self.sums if strategy is None else strategy.reduce(self.sums.clone(), "mean")
+        return sums.tolist()
+
+    def restore(self, sums: Sequence[float]) -> None:
+        """Start from sums given by `sums_so_far` (a resumed run's window)."""
+        self._fold()
+        self.sums.copy_(torch.tensor([float(v) for v in sums], dtype=self.sums.dtype))
+
     def pop(self, strategy: Strategy | None = None) -> tuple[float, float, int]:
         """Return ``(filtered_sum, raw_sum, n_nonfinite)`` since the last pop, and reset.
 
@@ -253,19 +265,30 @@ class TrainLoop:
         self._stop_requested = False
         self._stop_with_save = False
         self._pending_rng: dict[str, Any] | None = None
+        self._pending_loss_window: dict[str, Any] | None = None
 
     # --------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Loop progress: the epoch and the micro-batches consumed in it."""
-        return {
-            "epoch": self.epoch,
-            "batches_in_epoch": self.batches_in_epoch,
-        }
+    def state_dict(self, synchronize: bool = False) -> dict[str, Any]:
+        """Loop progress: the epoch and the micro-batches consumed in it, and, while
+        `run` is training, the losses summed since the last log (so that a resumed
+        run logs the same losses as an uninterrupted one).
+
+        Args:
+            synchronize: Average the loss sums across processes first: a collective,
+                which every process must then call. Without it a process saves its own.
+        """
+        state: dict[str, Any] = {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+        losses = getattr(self, "losses", None)
+        if losses is not None:
+            strategy = self.strategy if synchronize and self.strategy.world_size > 1 else None
+            state["loss_window"] = {"sums": losses.sums_so_far(strategy), "since_step": self._last_logged_step}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore progress saved by `state_dict`."""
+        """Restore progress saved by `state_dict` (the loss window is taken up by `run`)."""
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
+        self._pending_loss_window = state.get("loss_window")
 
     def resume(
         self, progress: dict[str, Any], rng_state: dict[str, Any] | None = None, skip_data: bool = True
@@ -434,6 +457,10 @@ class TrainLoop:
         self.losses = LossTracker(strategy.device)
         self.total_loss = 0.0
         self._last_logged_step = state.global_step
+        window, self._pending_loss_window = self._pending_loss_window, None
+        if window is not None and int(window["since_step"]) <= state.global_step:
+            self.losses.restore(window["sums"])  # the losses since the last log before the save
+            self._last_logged_step = int(window["since_step"])
         check_each_step = self.nan_inf_policy != "warn"
         # a strategy whose engine clips and steps the scheduler itself (DeepSpeed) says so
         clip = (
