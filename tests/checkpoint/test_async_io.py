@@ -286,6 +286,9 @@ def test_prepared_buffers_serve_the_first_snapshot_without_allocating(allocation
     assert allocations == [()] * 4  # only AdamW's scalar step counters, which are not predicted
     assert torch.equal(copy["model"]["0.weight"], model[0].weight)
     assert torch.equal(copy["optimizer"]["state"][2]["exp_avg_sq"], opt.state[model[2].weight]["exp_avg_sq"])
+    del copy
+    # a second train() prepares again: the buffers of the latest snapshot count
+    assert buffers.prepare({"weights": model.state_dict(), "optimizer": optimizer_state_like(opt)}) == 0
 
 
 def test_prepare_shares_one_buffer_for_tied_tensors(tied_model) -> None:

@@ -210,8 +210,8 @@ class SnapshotBuffers:
         """Create and touch the buffers a snapshot of ``state`` will need, now.
 
         Only shapes, dtypes and layouts are read (``meta`` tensors describe a state
-        without memory). Buffers already free are counted, so preparing twice allocates
-        nothing more. Each new buffer is written once, so that its pages are mapped
+        without memory). Buffers already there (free, or holding the latest snapshot)
+        are counted, so preparing twice, or after a save, allocates nothing more. Each new buffer is written once, so that its pages are mapped
         before a snapshot copies into it. A snapshot that starts meanwhile stops the
         preparation: it takes what is ready and allocates the rest itself.
 
@@ -227,9 +227,16 @@ class SnapshotBuffers:
 
     def _prepare(self, tensors: dict[tuple[Any, ...], list[torch.Tensor]], storages: dict[int, int]) -> int:
         added = 0
+        with self._lock:  # the latest snapshot's buffers are free again at the next one
+            held: dict[tuple[Any, ...], int] = {}
+            for buffer in self.tensors:
+                held[_signature(buffer)] = held.get(_signature(buffer), 0) + 1
+            held_storages: dict[int, int] = {}
+            for storage in self.storages:
+                held_storages[storage.nbytes()] = held_storages.get(storage.nbytes(), 0) + 1
         for sig, like in tensors.items():
             with self._lock:
-                missing = len(like) - len(self._free.get(sig, ()))
+                missing = len(like) - len(self._free.get(sig, ())) - held.get(sig, 0)
             for t in like[: max(missing, 0)]:
                 if self._stop_preparing.is_set():
                     return added
@@ -240,7 +247,7 @@ class SnapshotBuffers:
                 added += buffer.untyped_storage().nbytes()
         for nbytes, count in storages.items():
             with self._lock:
-                missing = count - len(self._free_storages.get(nbytes, ()))
+                missing = count - len(self._free_storages.get(nbytes, ())) - held_storages.get(nbytes, 0)
             for _ in range(missing):
                 if self._stop_preparing.is_set():
                     return added
