@@ -5,8 +5,10 @@ buffers reused from one save to the next; nested containers rebuilt), so trainin
 change its tensors as soon as ``save`` returns, and then hands the copy to one worker
 thread that calls the wrapped `CheckpointIO` (encoding, checksums, writing). A state
 of 16 MiB or more is copied by the calling thread and one short-lived helper thread
-together, which about halves the stall where two CPUs are free. At most
-``max_pending`` saves are in flight; one more blocks the caller until a slot frees up.
+together, which about halves the stall where two CPUs are free, and
+`AsyncCheckpointIO.prepare` lets the worker allocate the first save's buffers ahead of
+it (the Trainer does so when ``train()`` starts). At most ``max_pending`` saves are in
+flight; one more blocks the caller until a slot frees up.
 
 A failure in the background is not lost: it is raised by the next call to `save`,
 `wait` or `close` (once). Every other method (`load`, `exists`, `remove`, `list`,
