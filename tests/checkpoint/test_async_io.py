@@ -306,13 +306,28 @@ def test_prepare_shares_one_buffer_for_tied_tensors(tied_model) -> None:
     )
 
 
-def test_a_snapshot_stops_a_preparation_in_flight() -> None:
+def test_a_snapshot_stops_the_touching_and_takes_untouched_buffers(allocations) -> None:
     from toolkit.checkpoint.async_io import SnapshotBuffers, _buffer_needs
 
     buffers = SnapshotBuffers()
+    state = {"w": torch.randn(64, 64), "b": torch.randn(64)}
+    assert buffers._allocate(*_buffer_needs(state)) == 4 * (64 * 64 + 64)
     buffers._stop_preparing.set()  # as a snapshot starting on another thread does
-    assert buffers._prepare(*_buffer_needs({"w": torch.zeros(64, 64)})) == 0
-    assert buffers.nbytes == 0
+    buffers._touch_pending()  # returns at once: nothing written
+    assert len(buffers._free) == 0 and sum(map(len, buffers._untouched.values())) == 2
+    allocations.clear()
+    copy = snapshot(state, buffers)
+    assert allocations == [] and torch.equal(copy["w"], state["w"]) and torch.equal(copy["b"], state["b"])
+
+
+def test_prepared_buffers_are_allocated_by_the_caller_and_written_by_the_worker(root, allocations) -> None:
+    model = torch.nn.Linear(8, 4)
+    with AsyncCheckpointIO(FsspecCheckpointIO(fsync=False)) as io:
+        io.prepare({"model.safetensors": model.state_dict()})
+        assert allocations == [(4, 8), (4,)]  # on the calling thread, before prepare returns
+        io._worker.wait()
+        buffers = io._free_buffers[-1]
+        assert sum(map(len, buffers._free.values())) == 2 and not any(buffers._untouched.values())
 
 
 def test_async_prepare_then_save_right_away_writes_the_state(root, allocations) -> None:
@@ -333,10 +348,10 @@ def test_async_prepare_then_save_right_away_writes_the_state(root, allocations) 
 def test_prepare_failure_is_logged_and_saves_still_work(root, monkeypatch, caplog) -> None:
     from toolkit.checkpoint import async_io
 
-    def broken(self, tensors, storages):
+    def broken(self):
         raise MemoryError("no room")
 
-    monkeypatch.setattr(async_io.SnapshotBuffers, "_prepare", broken)
+    monkeypatch.setattr(async_io.SnapshotBuffers, "_touch_pending", broken)
     with AsyncCheckpointIO(FsspecCheckpointIO(fsync=False)) as io:
         io.prepare({"w": torch.ones(3)})
         io.wait()

@@ -243,33 +243,37 @@ def test_resuming_a_checkpoint_not_named_by_step_compares_its_global_step(h, tmp
 
 
 def test_async_saves_allocate_their_buffers_before_the_first_save(h, tmp_path, monkeypatch):
-    import threading
-
     from toolkit import TrainerCallback
     from toolkit.checkpoint import async_io
 
     made: list[tuple[str, tuple[int, ...]]] = []
+    phase = ["set-up"]
     real = async_io._empty_like_layout
 
     def counting(t):
-        made.append((threading.current_thread().name, tuple(t.shape)))
+        made.append((phase[0], tuple(t.shape)))
         return real(t)
 
     monkeypatch.setattr(async_io, "_empty_like_layout", counting)
     trainer = _trainer(h, tmp_path, save_async=True)
+    touched: list[bool] = []
 
     class LetThePreparationFinish(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == 0:
-                trainer.checkpointer.manager.io._worker.wait()
+                io = trainer.checkpointer.manager.io
+                io._worker.wait()  # the worker has written every prepared buffer once
+                touched.append(not any(io._free_buffers[-1]._untouched.values()))
+                phase[0] = "training"
 
     trainer.add_callback(LetThePreparationFinish())
     trainer.train()
-    on_worker = [shape for name, shape in made if name.startswith("toolkit-checkpoint")]
-    on_trainer = [shape for name, shape in made if not name.startswith("toolkit-checkpoint")]
+    before = [shape for when, shape in made if when == "set-up"]
+    during = [shape for when, shape in made if when == "training"]
     n_tensors = len(trainer.model.state_dict())
-    assert len(on_worker) == n_tensors + 2 * len(list(trainer.model.parameters()))  # weights + AdamW moments
+    assert len(before) == n_tensors + 2 * len(list(trainer.model.parameters()))  # weights + AdamW moments
+    assert touched == [True]
     rng = tuple(torch.get_rng_state().shape)
-    assert on_trainer and all(shape in ((), rng) for shape in on_trainer)  # step counters, the RNG state
+    assert during and all(shape in ((), rng) for shape in during)  # step counters, the RNG state
     saved = FsspecCheckpointIO().load(str(tmp_path / f"checkpoint-{MAX_STEPS}"))["model.safetensors"]
     assert torch.equal(saved["lin.weight"], trainer.model.lin.weight.detach())

@@ -167,6 +167,9 @@ class SnapshotBuffers:
         self._lock = threading.Lock()
         self._free: dict[tuple[Any, ...], list[torch.Tensor]] = {}
         self._free_storages: dict[int, list[torch.UntypedStorage]] = {}
+        # allocated by `prepare` but not written yet (their pages are not mapped)
+        self._untouched: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+        self._untouched_storages: dict[int, list[torch.UntypedStorage]] = {}
         #: The buffers of the latest snapshot, in the order its tensors were met.
         self.tensors: list[torch.Tensor] = []
         self.storages: list[torch.UntypedStorage] = []
@@ -176,8 +179,10 @@ class SnapshotBuffers:
     def nbytes(self) -> int:
         """Bytes held by the buffers."""
         with self._lock:
-            tensors = self.tensors + [t for pool in self._free.values() for t in pool]
-            storages = self.storages + [s for pool in self._free_storages.values() for s in pool]
+            tensors = self.tensors + [t for d in (self._free, self._untouched) for pool in d.values() for t in pool]
+            storages = self.storages + [
+                s for d in (self._free_storages, self._untouched_storages) for pool in d.values() for s in pool
+            ]
         return sum(t.untyped_storage().nbytes() for t in tensors) + sum(s.nbytes() for s in storages)
 
     def _recycle(self) -> None:
@@ -191,8 +196,9 @@ class SnapshotBuffers:
             self.tensors, self.storages = [], []
 
     def _tensor(self, t: torch.Tensor) -> torch.Tensor:
+        sig = _signature(t)
         with self._lock:
-            pool = self._free.get(_signature(t))
+            pool = self._free.get(sig) or self._untouched.get(sig)
             buffer = pool.pop() if pool else None
         if buffer is None:
             buffer = _empty_like_layout(t)
@@ -201,7 +207,7 @@ class SnapshotBuffers:
 
     def _storage(self, nbytes: int) -> torch.UntypedStorage:
         with self._lock:
-            pool = self._free_storages.get(nbytes)
+            pool = self._free_storages.get(nbytes) or self._untouched_storages.get(nbytes)
             storage = pool.pop() if pool else None
         if storage is None:
             storage = torch.UntypedStorage(nbytes, device="cpu")
@@ -209,13 +215,13 @@ class SnapshotBuffers:
         return storage
 
     def prepare(self, state: Any) -> int:
-        """Create and touch the buffers a snapshot of ``state`` will need, now.
+        """Create the buffers a snapshot of ``state`` will need, and write each once.
 
         Only shapes, dtypes and layouts are read (``meta`` tensors describe a state
         without memory). Buffers already there (free, or holding the latest snapshot)
-        are counted, so preparing twice, or after a save, allocates nothing more. Each new buffer is written once, so that its pages are mapped
-        before a snapshot copies into it. A snapshot that starts meanwhile stops the
-        preparation: it takes what is ready and allocates the rest itself.
+        are counted, so preparing twice, or after a save, allocates nothing more.
+        Writing a buffer once maps its pages, so that a snapshot's copy into it takes
+        no page fault; `AsyncCheckpointIO.prepare` does that part on its worker thread.
 
         Args:
             state: A nested structure of containers and tensors shaped like the states
@@ -225,40 +231,63 @@ class SnapshotBuffers:
             Bytes newly allocated.
         """
         self._stop_preparing.clear()
-        return self._prepare(*_buffer_needs(state))
-
-    def _prepare(self, tensors: dict[tuple[Any, ...], list[torch.Tensor]], storages: dict[int, int]) -> int:
-        added = 0
-        with self._lock:  # the latest snapshot's buffers are free again at the next one
-            held: dict[tuple[Any, ...], int] = {}
-            for buffer in self.tensors:
-                held[_signature(buffer)] = held.get(_signature(buffer), 0) + 1
-            held_storages: dict[int, int] = {}
-            for storage in self.storages:
-                held_storages[storage.nbytes()] = held_storages.get(storage.nbytes(), 0) + 1
-        for sig, like in tensors.items():
-            with self._lock:
-                missing = len(like) - len(self._free.get(sig, ())) - held.get(sig, 0)
-            for t in like[: max(missing, 0)]:
-                if self._stop_preparing.is_set():
-                    return added
-                buffer = _empty_like_layout(t)
-                _touch(buffer.untyped_storage())
-                with self._lock:
-                    self._free.setdefault(sig, []).append(buffer)
-                added += buffer.untyped_storage().nbytes()
-        for nbytes, count in storages.items():
-            with self._lock:
-                missing = count - len(self._free_storages.get(nbytes, ())) - held_storages.get(nbytes, 0)
-            for _ in range(missing):
-                if self._stop_preparing.is_set():
-                    return added
-                storage = torch.UntypedStorage(nbytes, device="cpu")
-                _touch(storage)
-                with self._lock:
-                    self._free_storages.setdefault(nbytes, []).append(storage)
-                added += nbytes
+        added = self._allocate(*_buffer_needs(state))
+        self._touch_pending()
         return added
+
+    def _allocate(self, tensors: dict[tuple[Any, ...], list[torch.Tensor]], storages: dict[int, int]) -> int:
+        """Add the missing buffers, untouched (memory reserved, pages not mapped yet).
+
+        They are allocated on the calling thread, so that the memory comes from (and
+        goes back to) the allocator arena that the training thread uses.
+        """
+        added = 0
+        with self._lock:
+            have: dict[Any, int] = {}
+            for buffer in self.tensors:  # the latest snapshot's: free again at the next one
+                have[_signature(buffer)] = have.get(_signature(buffer), 0) + 1
+            for pools in (self._free, self._untouched):
+                for sig, pool in pools.items():
+                    have[sig] = have.get(sig, 0) + len(pool)
+            have_storages: dict[int, int] = {}
+            for storage in self.storages:
+                have_storages[storage.nbytes()] = have_storages.get(storage.nbytes(), 0) + 1
+            for storage_pools in (self._free_storages, self._untouched_storages):
+                for size, storage_pool in storage_pools.items():
+                    have_storages[size] = have_storages.get(size, 0) + len(storage_pool)
+            for sig, like in tensors.items():
+                for t in like[have.get(sig, 0) :]:
+                    buffer = _empty_like_layout(t)
+                    self._untouched.setdefault(sig, []).append(buffer)
+                    added += buffer.untyped_storage().nbytes()
+            for nbytes, count in storages.items():
+                for _ in range(count - have_storages.get(nbytes, 0)):
+                    self._untouched_storages.setdefault(nbytes, []).append(torch.UntypedStorage(nbytes))
+                    added += nbytes
+        return added
+
+    def _touch_pending(self) -> None:
+        """Write each untouched buffer once, until none is left or a snapshot begins.
+
+        A buffer is out of the pools while it is written, so a snapshot (which may
+        start at any moment on another thread) never copies into one being zeroed.
+        """
+        while not self._stop_preparing.is_set():
+            with self._lock:
+                sig = next((k for k, pool in self._untouched.items() if pool), None)
+                if sig is not None:
+                    item: Any = self._untouched[sig].pop()
+                else:
+                    size = next((k for k, pool in self._untouched_storages.items() if pool), None)
+                    if size is None:
+                        return
+                    item = self._untouched_storages[size].pop()
+            _touch(item.untyped_storage() if isinstance(item, torch.Tensor) else item)
+            with self._lock:
+                if sig is not None:
+                    self._free.setdefault(sig, []).append(item)
+                else:
+                    self._free_storages.setdefault(item.nbytes(), []).append(item)
 
 
 def _buffer_needs(state: Any) -> tuple[dict[tuple[Any, ...], list[torch.Tensor]], dict[int, int]]:
@@ -519,8 +548,9 @@ class AsyncCheckpointIO(CheckpointIO):
         """Create the buffers of the next save of a state shaped like ``state``, on the
         worker thread, so that the first save copies into memory that is already mapped.
 
-        The state's structure is read now; the buffers are allocated and touched in the
-        background (see `SnapshotBuffers.prepare`) while training goes on. Optional: a
+        The buffers are allocated now (reserving memory takes microseconds); their pages
+        are mapped in the background, each buffer written once (see
+        `SnapshotBuffers.prepare`), while training goes on. Optional: a
         save without it allocates what it needs itself. Does nothing when
         ``reuse_buffers`` is False. A failure to prepare is logged, never raised.
 
@@ -530,20 +560,22 @@ class AsyncCheckpointIO(CheckpointIO):
         """
         if not self.reuse_buffers or self._worker.closed:
             return
-        needs = _buffer_needs(state)
         with self._buffers_lock:
             if not self._free_buffers:
                 self._free_buffers.append(SnapshotBuffers())
             buffers = self._free_buffers[-1]
+        try:
+            buffers._allocate(*_buffer_needs(state))
+        except Exception as error:  # a save allocates what it needs itself
+            logger.warning("preparing checkpoint buffers failed (%s); the next save allocates them", error)
+            return
         buffers._stop_preparing.clear()
 
         def job() -> None:
             try:
-                buffers._prepare(*needs)
-            except Exception as error:  # a save allocates what it needs itself
-                logger.warning(
-                    "preparing checkpoint buffers failed (%s); the next save allocates them", error
-                )
+                buffers._touch_pending()
+            except Exception as error:  # the buffers left untouched still serve, a little slower
+                logger.warning("preparing checkpoint buffers failed (%s); the next save maps them", error)
 
         self._worker.submit(job)
 
