@@ -138,7 +138,8 @@ def default_data_collator(features: Sequence[Any]) -> dict[str, Tensor] | tuple[
                 out.append(_to_tensor(column, pos))
         return tuple(out)
 
-    items = [_as_mapping(f) for f in features]
+    # plain dicts (the common case) skip the per-item Mapping check, an ABC look-up
+    items = features if all(type(f) is dict for f in features) else [_as_mapping(f) for f in features]
     first = items[0]
     batch: dict[str, Tensor] = {}
     for key in _LABEL_KEYS:
