@@ -141,9 +141,7 @@ class LossTracker:
         (so it is comparable to ``raw_sum`` when all are finite). With a strategy, the
         sums are averaged across processes first (one collective, one host sync).
         """
-        self._fold()
-        sums = self.sums if strategy is None else strategy.reduce(self.sums.clone(), "mean")
-        finite_sum, n_finite, n_total, raw_sum = sums.tolist()
+        finite_sum, n_finite, n_total, raw_sum = self.sums_so_far(strategy)
         self.sums.zero_()
         if n_finite > 0:
             filtered = finite_sum * n_total / n_finite
@@ -393,6 +391,10 @@ class TrainLoop:
             self.log_fn(logs)
 
     def _log_evaluate_save(self) -> None:
+        """Log, evaluate and save as the control asks. A stop asked for meanwhile (a
+        SIGTERM during a long evaluation) takes effect at this step, with its save,
+        instead of one step later."""
+        was_stopping = self._stop_requested
         control = self.control
         if control.should_log and self.state.global_step > self._last_logged_step:
             self._log()
@@ -408,23 +410,15 @@ class TrainLoop:
                     )
                 self.lr_scheduler.step(metrics[self.plateau_metric])
             control.should_evaluate = False
+        stop_arrived = self._stop_requested and not was_stopping
+        if stop_arrived:
+            control.should_save = control.should_save or self._stop_with_save
         if control.should_save:
             if self.save_fn is not None:
                 self.save_fn(metrics)
             self.control = self.callbacks.on_save(self.args, self.state, control)
-
-    def _log_evaluate_save_then_stop_if_asked(self) -> None:
-        """`_log_evaluate_save`; a stop asked for meanwhile (a SIGTERM during a long
-        evaluation) then takes effect at this step, with its save, instead of one step later."""
-        already_stopping = self._stop_requested
-        saved = self.control.should_save
-        self._log_evaluate_save()
-        if self._stop_requested and not already_stopping:
-            control = self.control
-            control.should_training_stop = True
-            if self._stop_with_save and not saved:
-                control.should_save = True
-                self._log_evaluate_save()
+        if self._stop_requested and not was_stopping:  # asked for during the log, evaluation or save
+            self.control.should_training_stop = True
 
     def _check_nonfinite(self, tr_loss_window: torch.Tensor) -> bool:
         """For the 'skip' and 'raise' policies: True when the window's loss is finite."""
@@ -547,7 +541,7 @@ class TrainLoop:
                     ctl.should_training_stop = True
                     ctl.should_save = ctl.should_save or self._stop_with_save
                 if ctl.should_log or ctl.should_evaluate or ctl.should_save:
-                    self._log_evaluate_save_then_stop_if_asked()
+                    self._log_evaluate_save()
                     model.train()  # an evaluation (or a callback) may have left it in eval mode
                     ctl = self.control
                 if ctl.should_epoch_stop or ctl.should_training_stop:
@@ -568,7 +562,7 @@ class TrainLoop:
             self.control = cb.on_epoch_end(args, state, self.control)
             ctl = self.control
             if ctl.should_log or ctl.should_evaluate or ctl.should_save:
-                self._log_evaluate_save_then_stop_if_asked()
+                self._log_evaluate_save()
             if epoch_finished:
                 self.epoch += 1
                 self.batches_in_epoch = 0
