@@ -118,6 +118,12 @@ def launch(
         text=True,
         timeout=timeout,
     )
+    return result_of(proc, driver)
+
+
+def result_of(proc: subprocess.CompletedProcess, driver: str) -> dict:
+    """The JSON of a finished driver's one result line; fails the test (with the tail of
+    stdout and stderr) when it exited non-zero or printed not exactly one such line."""
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or len(lines) != 1:
         pytest.fail(

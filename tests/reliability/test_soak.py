@@ -10,6 +10,7 @@ forked and killed); these tests check what they leave on disk.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -31,15 +32,9 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 KILLS = 20
-LAUNCH_ENV_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
+_spec = importlib.util.spec_from_file_location("_launch", ROOT / "tests" / "distributed" / "_launch.py")
+launcher = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launcher)  # the torchrun tests' clean environment and result reader
 
 
 @pytest.fixture
@@ -53,21 +48,6 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
     else:
         yield tmp_path
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def _result(proc: subprocess.CompletedProcess) -> dict:
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@ ")]
-    assert proc.returncode == 0 and len(lines) == 1, (
-        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    )
-    return json.loads(lines[0][len("@@RESULT@@ ") :])
 
 
 def _losses(folder: Path) -> list[tuple[int, float]]:
@@ -114,9 +94,9 @@ def test_sigkill_soak_resumes_bit_identical(scratch: Path) -> None:
         capture_output=True,
         text=True,
         timeout=400,
-        env=_env(),
+        env=launcher.clean_env(),
     )
-    result = _result(proc)
+    result = launcher.result_of(proc, "soak_driver.py")
     print(json.dumps(result))  # the figures quoted in docs/reliability.md (pytest -s shows them)
     for mode in ("sync", "async"):
         figures = result[mode]
@@ -133,26 +113,16 @@ def test_sigkill_soak_resumes_bit_identical(scratch: Path) -> None:
         _assert_no_damage(scratch / mode)
 
 
-def _torchrun() -> list[str]:
-    if not torch.distributed.is_available():
-        pytest.skip("torch.distributed is not available in this build")
-    beside = Path(sys.executable).with_name("torchrun")
-    exe = str(beside) if beside.exists() else shutil.which("torchrun")
-    if exe is None:
-        pytest.skip("torchrun is not available")
-    return [exe, "--standalone", "--nproc_per_node", "2"]
-
-
 @pytest.mark.distributed
 def test_ddp_losing_a_rank_fails_cleanly_and_resumes_exactly(scratch: Path) -> None:
-    launch = [*_torchrun(), str(HERE / "soak_driver.py")]
+    launch = [*launcher.torchrun(2), str(HERE / "soak_driver.py")]
     try:
         crashed = subprocess.run(
             [*launch, "ddp-crash", str(scratch)],
             capture_output=True,
             text=True,
             timeout=150,
-            env=_env(),
+            env=launcher.clean_env(),
             cwd=HERE,
         )
     except subprocess.TimeoutExpired as exc:  # pragma: no cover - the failure this test exists for
@@ -165,15 +135,16 @@ def test_ddp_losing_a_rank_fails_cleanly_and_resumes_exactly(scratch: Path) -> N
     assert checkpoints == ["checkpoint-3", "checkpoint-6"], checkpoints  # nothing after the kill at step 7
     _assert_no_damage(run)
 
-    resumed = _result(
+    resumed = launcher.result_of(
         subprocess.run(
             [*launch, "ddp-resume", str(scratch)],
             capture_output=True,
             text=True,
             timeout=150,
-            env=_env(),
+            env=launcher.clean_env(),
             cwd=HERE,
-        )
+        ),
+        "soak_driver.py ddp-resume",
     )
     assert resumed["world_size"] == 2
     _assert_same_run(run, scratch / "ref")
