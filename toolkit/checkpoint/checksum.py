@@ -19,10 +19,11 @@ import hashlib
 import io
 import mmap
 import os
-import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
+
+from toolkit.utils.background import shared_executor
 
 __all__ = [
     "CHECKSUM_KEYS",
@@ -194,16 +195,10 @@ def _mapped(f: IO[bytes]) -> mmap.mmap | None:
 
 
 _SPLIT_MIN = 32 << 20  # smaller files are not worth a hand-off to another thread
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def _hash_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="toolkit-checksum")
-        return _pool
+    return shared_executor("toolkit-checksum", 4)
 
 
 def _parallel_crc32(data: memoryview, threads: int) -> int:

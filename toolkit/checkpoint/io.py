@@ -42,7 +42,6 @@ import builtins
 import errno
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +74,7 @@ from toolkit.checkpoint.serialization import (
     write_object,
     write_tensors,
 )
+from toolkit.utils.background import shared_executor
 
 __all__ = [
     "CheckpointIO",
@@ -263,17 +263,11 @@ def _digest(data: bytes, algorithm: str) -> str:
 
 #: Parts a large file's CRC-32 is split into when loading (hashed at once on helper threads).
 _HASH_THREADS = 2
-_helper_pool: ThreadPoolExecutor | None = None
-_helper_lock = threading.Lock()
 
 
 def _helper() -> ThreadPoolExecutor:
     """One shared thread for flushing files to disk while the caller hashes them."""
-    global _helper_pool
-    with _helper_lock:
-        if _helper_pool is None:
-            _helper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolkit-fsync")
-        return _helper_pool
+    return shared_executor("toolkit-fsync", 1)
 
 
 def _check_size(label: str, name: str, entry: dict[str, Any], size: int) -> None:

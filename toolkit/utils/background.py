@@ -3,6 +3,7 @@
 Shared by `toolkit.checkpoint.AsyncCheckpointIO` (background saves) and
 `toolkit.hub.ModelPusher` (background pushes): a failure is kept and raised by the next
 `raise_error` / `wait` / `close` call on the caller's thread, so it is never lost.
+`shared_executor` gives the process-wide helper pools (checksums, fsync) their threads.
 """
 
 from __future__ import annotations
@@ -13,7 +14,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any
 
-__all__ = ["BackgroundWorker"]
+__all__ = ["BackgroundWorker", "shared_executor"]
+
+_executors: dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def shared_executor(name: str, max_workers: int) -> ThreadPoolExecutor:
+    """The process-wide thread pool called ``name``, created on first use.
+
+    For helpers that live as long as the process (checksum threads, the fsync thread):
+    their threads start only when first needed and are shared by every caller.
+
+    Args:
+        name: Pool name, also the prefix of its threads' names.
+        max_workers: Threads of the pool when it is created.
+
+    Example:
+        >>> shared_executor("doc-pool", 1) is shared_executor("doc-pool", 1)
+        True
+    """
+    with _executors_lock:
+        pool = _executors.get(name)
+        if pool is None:
+            pool = _executors[name] = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+        return pool
 
 
 class BackgroundWorker:
