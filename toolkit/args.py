@@ -37,7 +37,7 @@ from toolkit.types import (
     SchedulerType,
     ShardedDDPOption,
 )
-from toolkit.utils.env import DistributedEnv, detect_distributed_env
+from toolkit.utils.env import DistributedEnv, destroy_process_group_at_exit, detect_distributed_env
 
 __all__ = [
     "TrainingArguments",
@@ -869,6 +869,7 @@ class TrainingArguments(metaclass=_ArgumentsMeta):
             world_size=env.world_size,
             timeout=self.ddp_timeout_delta,
         )
+        destroy_process_group_at_exit()
         logger.info(
             "main_process_first: started the %s process group (rank %d of %d)",
             backend,

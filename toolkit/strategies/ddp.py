@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from toolkit.precision.base import Precision
 from toolkit.strategies.base import Strategy
-from toolkit.utils.env import DistributedEnv, detect_distributed_env
+from toolkit.utils.env import DistributedEnv, destroy_process_group_at_exit, detect_distributed_env
 
 __all__ = ["DDPStrategy", "default_backend"]
 
@@ -187,6 +187,7 @@ class DDPStrategy(Strategy):
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
         dist.init_process_group(**kwargs)
+        destroy_process_group_at_exit()
         self._owns_group = True
         logger.info(
             "Started the %s process group: rank %d of %d (local rank %d, node %d) on %s",

@@ -13,7 +13,33 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["DistributedEnv", "detect_distributed_env"]
+__all__ = ["DistributedEnv", "destroy_process_group_at_exit", "detect_distributed_env"]
+
+_exit_hook_registered = False
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy the default process group when the interpreter exits, if it still exists.
+
+    Call it after starting a group: left to C++ static destruction at exit, a live gloo
+    group sometimes aborts the process ("terminate called without an active
+    exception") after the script has finished. Registered once; does nothing when the
+    group was already destroyed.
+    """
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    _exit_hook_registered = True
+
+    def destroy() -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    import atexit
+
+    atexit.register(destroy)
 
 
 @dataclass(frozen=True)
