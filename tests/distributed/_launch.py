@@ -47,6 +47,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without launcher variables, one OpenMP thread per process."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_VARS}
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a crashing rank prints its threads' Python stacks
     # this checkout's toolkit, whatever is installed
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parents[1]), env.get("PYTHONPATH")) if p)
     env.update(extra or {})

@@ -35,9 +35,10 @@ def _run_help(script: Path) -> str:
 def _run_torchrun(script: Path, args: Sequence[str]) -> str:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     cmd += ["--master_port", str(_free_port()), str(script), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a crash of a rank prints every thread's Python stack (faulthandler) into the failure message
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-6000:]
     assert result.stdout.count("Model saved to") == 1  # rank 0 only
     return result.stdout
 
