@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -112,7 +113,10 @@ class _Run:
         if manager is not None and isinstance(manager.io, AsyncCheckpointIO):
             # the first save's buffers are made in the background while training starts
             manager.io.prepare(
-                {"model.safetensors": self.model.state_dict(), "optimizer.pt": optimizer_state_like(self.optimizer)}
+                {
+                    "model.safetensors": self.model.state_dict(),
+                    "optimizer.pt": optimizer_state_like(self.optimizer),
+                }
             )
 
     def _log(self, logs: dict[str, float]) -> None:
@@ -186,21 +190,29 @@ def _checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
             model if key == "save_s" else W.build("checkpoint", cfg)[0],
             ds,
             cfg,
-            1,
+            cfg["saves"] if key == "save_s" else 1,
             _Hooks(W.Clock(), 0, 1),
             manager,
         )
+        times: list[float] = []
 
-        def timed_save(metrics: Any, run: _Run = run, key: str = key) -> None:
-            if key == "save_s":
+        def timed_save(metrics: Any, run: _Run = run, key: str = key, times: list[float] = times) -> None:
+            step = run.loop.state.global_step
+            if key == "save_s" and step == 1:
                 out["saved_digest"] = W.state_digest(run.model, run.optimizer)
             start = time.perf_counter()
-            run.manager.save(run.loop.state.global_step, run.state())
-            out[key] = time.perf_counter() - start
+            run.manager.save(step, run.state())
+            times.append(time.perf_counter() - start)
+            if key == "save_s":
+                W.hand_over()
 
         run.loop.save_fn = timed_save
         run.loop.run()
-        if key != "save_s":
+        if key == "save_s":
+            out["save_samples_s"] = times
+            out["save_s"] = statistics.median(times)
+        else:
+            out[key] = times[0]
             io.wait()
             io.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,20 +112,22 @@ def _checkpoint(api: TrainerAPI, cfg: dict[str, Any], ctx: dict[str, Any]) -> di
     model, ds = W.build("checkpoint", cfg)
     out: dict[str, Any] = {}
 
-    def save_run(folder: str, key: str, **over: Any) -> None:
-        clock = W.Clock()
+    def save_run(folder: str, key: str, steps: int, **over: Any) -> list[float]:
+        times: list[float] = []
         holder: dict[str, Any] = {}
 
         class Saving(api.TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                if key == "save_s":  # the state being saved (not timed)
+                if key == "save_s" and state.global_step == 1:  # the state being saved (not timed)
                     out["saved_digest"] = W.state_digest(holder["t"].model, holder["t"].optimizer)
-                clock.step(state.global_step)
+                holder["step_end"] = time.perf_counter()
 
             def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                out[key] = time.perf_counter() - clock.first
+                times.append(time.perf_counter() - holder["step_end"])
+                if key == "save_s":
+                    W.hand_over()
 
-        args = _args(api, folder, cfg, 1, save_strategy="steps", save_steps=1, **over)
+        args = _args(api, folder, cfg, steps, save_strategy="steps", save_steps=1, **over)
         holder["t"] = api.Trainer(
             model=model if key == "save_s" else W.build("checkpoint", cfg)[0],
             args=args,
@@ -132,11 +135,15 @@ def _checkpoint(api: TrainerAPI, cfg: dict[str, Any], ctx: dict[str, Any]) -> di
             callbacks=[Saving()],
         )
         holder["t"].train()
+        return times
 
     sync_dir = os.path.join(ctx["workdir"], "sync")
-    save_run(sync_dir, "save_s")
+    out["save_samples_s"] = save_run(sync_dir, "save_s", cfg["saves"])
+    out["save_s"] = statistics.median(out["save_samples_s"])
     if "save_async" in getattr(api.TrainingArguments, "__dataclass_fields__", {}):
-        save_run(os.path.join(ctx["workdir"], "async"), "async_stall_s", save_async=True)
+        out["async_stall_s"] = save_run(
+            os.path.join(ctx["workdir"], "async"), "async_stall_s", 1, save_async=True
+        )[0]
     else:
         out["async_stall_s"] = None
 
@@ -149,7 +156,8 @@ def _checkpoint(api: TrainerAPI, cfg: dict[str, Any], ctx: dict[str, Any]) -> di
         out["spent"] = time.perf_counter() - start
 
     clock = W.Clock()
-    args = _args(api, sync_dir, cfg, 2)
+    # a folder of its own: the sync one holds checkpoints after the one resumed from
+    args = _args(api, os.path.join(ctx["workdir"], "resumed"), cfg, 2)
     holder["t"] = api.Trainer(
         model=model2,
         args=args,

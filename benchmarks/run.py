@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.common import environment, markdown_table, write_jsonl
-from benchmarks.workloads import METRICS, WORKLOADS, Metric, config_for
+from benchmarks.workloads import INTERLEAVE_BLOCKS, METRICS, WORKLOADS, Metric, config_for
 
 __all__ = [
     "IMPLS",
@@ -168,47 +169,157 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run_worker(
-    python: str, impl: str, jobs: list[dict[str, Any]], workdir: str, threads: int, timeout: float, tag: str
-) -> list[dict[str, Any]]:
+@dataclass
+class _Worker:
+    """A started worker process, its spec and where its results and output go."""
+
+    proc: subprocess.Popen | None
+    jobs: list[dict[str, Any]]
+    out: str
+    log: str
+    logf: Any
+    code: int | str | None = None
+
+
+def _start_worker(
+    python: str,
+    impl: str,
+    jobs: list[dict[str, Any]],
+    workdir: str,
+    threads: int,
+    tag: str,
+    baton: tuple[int, int, int] | None = None,
+) -> _Worker:
+    """Start ``python -m benchmarks.worker`` on ``jobs``; ``baton`` = (the worker's read fd,
+    its write fd, steps per turn) joins it to an interleaved group."""
     out = os.path.join(workdir, f"{tag}.json")
     log = os.path.join(workdir, f"{tag}.log")
-    spec = {"impl": impl, "threads": threads, "out": out, "jobs": jobs}
-    with open(log, "w", encoding="utf-8") as logf:
+    spec: dict[str, Any] = {"impl": impl, "threads": threads, "out": out, "jobs": jobs}
+    if baton is not None:
+        spec["baton"] = list(baton)
+    logf = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed by _finish_worker
+    proc = subprocess.Popen(
+        [python, "-m", "benchmarks.worker", json.dumps(spec)],
+        cwd=REPO,
+        env=_env(),
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        pass_fds=baton[:2] if baton is not None else (),
+    )
+    return _Worker(proc, jobs, out, log, logf)
+
+
+def _finish_worker(worker: _Worker, timeout: float) -> list[dict[str, Any]]:
+    """Wait for the worker (killing it after ``timeout`` seconds); its results, with one
+    failed record for each job that left none."""
+    if worker.code is None and worker.proc is not None:
         try:
-            proc = subprocess.run(
-                [python, "-m", "benchmarks.worker", json.dumps(spec)],
-                cwd=REPO,
-                env=_env(),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-            )
-            code: int | str = proc.returncode
+            worker.code = worker.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            code = f"timed out after {timeout:.0f} s"
-    if os.path.exists(out):
-        with open(out, encoding="utf-8") as f:
+            worker.proc.kill()
+            worker.proc.wait()
+            worker.code = f"timed out after {timeout:.0f} s"
+    worker.logf.close()
+    if os.path.exists(worker.out):
+        with open(worker.out, encoding="utf-8") as f:
             results = json.load(f)
     else:
         results = []
     done = {(r["workload"], r["phase"]) for r in results}
-    with open(log, encoding="utf-8", errors="replace") as f:
+    with open(worker.log, encoding="utf-8", errors="replace") as f:
         tail = " | ".join(f.read().strip().splitlines()[-3:])
-    for j in jobs:
+    for j in worker.jobs:
         if (j["workload"], j.get("phase", "measure")) not in done:
             results.append(
                 {
                     "workload": j["workload"],
                     "phase": j.get("phase", "measure"),
                     "ok": False,
-                    "error": f"worker exited ({code}) without a result: {tail[-400:]}",
+                    "error": f"worker exited ({worker.code}) without a result: {tail[-400:]}",
                 }
             )
     for r in results:
         if not r["ok"] and "log" not in r:
-            r["log"] = log
+            r["log"] = worker.log
     return results
+
+
+def _run_worker(
+    python: str, impl: str, jobs: list[dict[str, Any]], workdir: str, threads: int, timeout: float, tag: str
+) -> list[dict[str, Any]]:
+    return _finish_worker(_start_worker(python, impl, jobs, workdir, threads, tag), timeout)
+
+
+def _await_byte(fd: int, timeout: float) -> bytes | None:
+    """One byte from ``fd``; ``b""`` at the end of the pipe, None after ``timeout`` seconds."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 1) if ready else None
+
+
+def _run_group(
+    members: Sequence[tuple[str, str, list[dict[str, Any]], str]],
+    workdir: str,
+    threads: int,
+    timeout: float,
+    block: int,
+) -> list[list[dict[str, Any]]]:
+    """Run one worker per ``(python, impl, jobs, tag)`` at once, taking turns.
+
+    They start (imports, warm-up) together; then one runs at a time, in the given order,
+    until it hands the turn on (every ``block`` steps of its measured window, see
+    `benchmarks.workloads.Baton`) or finishes. A worker silent for ``timeout`` seconds on
+    its turn is killed. Returns each member's results, in order.
+    """
+    workers, pipes = [], []
+    for python, impl, jobs, tag in members:
+        from_harness, to_worker = os.pipe()  # the worker reads the turns the harness writes
+        from_worker, to_harness = os.pipe()  # the harness reads the worker's "waiting"
+        try:
+            workers.append(
+                _start_worker(python, impl, jobs, workdir, threads, tag, (from_harness, to_harness, block))
+            )
+        finally:
+            os.close(from_harness)
+            os.close(to_harness)
+        pipes.append((to_worker, from_worker))
+    live = []
+    for i, (_, from_worker) in enumerate(pipes):  # everyone waits for a first turn, or has failed
+        if _await_byte(from_worker, timeout) == b".":
+            live.append(i)
+        else:
+            _stop(workers[i], timeout)
+    try:
+        while live:
+            for i in list(live):
+                to_worker, from_worker = pipes[i]
+                try:
+                    os.write(to_worker, b"g")
+                except BrokenPipeError:
+                    reply = b""
+                else:
+                    reply = _await_byte(from_worker, timeout)
+                if reply != b".":  # finished (end of pipe), crashed, or silent too long
+                    if reply is None and workers[i].proc is not None:
+                        workers[i].proc.kill()
+                    _stop(workers[i], timeout)
+                    live.remove(i)
+    finally:
+        for to_worker, from_worker in pipes:
+            os.close(to_worker)
+            os.close(from_worker)
+    return [_finish_worker(w, timeout) for w in workers]
+
+
+def _stop(worker: _Worker, timeout: float) -> None:
+    """Wait for a worker that has finished its turns; kill it if it does not exit."""
+    if worker.proc is None or worker.code is not None:
+        return
+    try:
+        worker.code = worker.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.proc.kill()
+        worker.proc.wait()
+        worker.code = f"killed: no answer for {timeout:.0f} s on its turn"
 
 
 def compile_sources() -> bool:
@@ -258,7 +369,9 @@ def execute(
                 pythons[impl], impl, [spec], workdir, args.threads, timeout, f"{impl}-prepare"
             )[0]
     jobs = schedule(args.workloads, impls, args.repeats, grouped=grouped)
-    for n, job in enumerate(jobs, 1):
+    interleave = not grouped and args.interleave and len(impls) > 1
+
+    def specs_for(job: Job) -> list[dict[str, Any]]:
         specs = []
         for w in job.workloads:
             folder = os.path.join(workdir, job.impl, f"{w}-{job.repeat}")
@@ -275,23 +388,69 @@ def execute(
                 )
                 continue
             specs.append(_job_spec(w, cfgs[w], folder, prepared=prep))
-        if not specs:
-            continue
-        start = time.perf_counter()
-        tag = f"{job.impl}-{'-'.join(job.workloads) if len(job.workloads) < 3 else 'all'}-{job.repeat}"
-        for r in _run_worker(pythons[job.impl], job.impl, specs, workdir, args.threads, timeout, tag):
+        return specs
+
+    def keep(impl: str, records: list[dict[str, Any]]) -> None:
+        for r in records:
             if r["phase"] == "prepare":
-                prepared[job.impl] = r
+                prepared[impl] = r
             else:
-                results.setdefault((job.impl, r["workload"]), []).append(r)
-        log(
-            f"  [{n}/{len(jobs)}] {job.impl} {','.join(job.workloads)} repeat {job.repeat + 1}: "
-            f"{time.perf_counter() - start:.1f} s"
-        )
-        # drop the checkpoints written by this process: disk use stays bounded
-        for w in job.workloads:
-            shutil.rmtree(os.path.join(workdir, job.impl, f"{w}-{job.repeat}"), ignore_errors=True)
+                results.setdefault((impl, r["workload"]), []).append(r)
+
+    def tag_of(job: Job) -> str:
+        return f"{job.impl}-{'-'.join(job.workloads) if len(job.workloads) < 3 else 'all'}-{job.repeat}"
+
+    n = 0
+    for batch in _batches(jobs, interleave):
+        start = time.perf_counter()
+        members = [(job, specs_for(job)) for job in batch]
+        members = [(job, specs) for job, specs in members if specs]
+        if len(members) > 1:
+            block = INTERLEAVE_BLOCKS[batch[0].workloads[0]]
+            outcomes = _run_group(
+                [(pythons[job.impl], job.impl, specs, tag_of(job)) for job, specs in members],
+                workdir,
+                args.threads,
+                timeout,
+                block,
+            )
+            for (job, _), records in zip(members, outcomes):
+                keep(job.impl, records)
+            what = f"{', '.join(job.impl for job, _ in members)} interleaved, {block} steps per turn"
+        elif members:
+            job, specs = members[0]
+            keep(
+                job.impl,
+                _run_worker(pythons[job.impl], job.impl, specs, workdir, args.threads, timeout, tag_of(job)),
+            )
+            what = job.impl
+        n += len(batch)
+        if members:
+            job = batch[0]
+            log(
+                f"  [{n}/{len(jobs)}] {what}: {','.join(job.workloads)} repeat {job.repeat + 1}: "
+                f"{time.perf_counter() - start:.1f} s"
+            )
+        # drop the checkpoints written by these processes: disk use stays bounded
+        for job in batch:
+            for w in job.workloads:
+                shutil.rmtree(os.path.join(workdir, job.impl, f"{w}-{job.repeat}"), ignore_errors=True)
     return results, prepared
+
+
+def _batches(jobs: Sequence[Job], interleave: bool) -> list[list[Job]]:
+    """The jobs in runs: with ``interleave``, the consecutive jobs of one repeat of a
+    workload in `INTERLEAVE_BLOCKS` form one group (run at once, taking turns); every
+    other job runs alone."""
+    batches: list[list[Job]] = []
+    for job in jobs:
+        groupable = interleave and len(job.workloads) == 1 and job.workloads[0] in INTERLEAVE_BLOCKS
+        last = batches[-1][-1] if batches else None
+        if groupable and last is not None and (last.repeat, last.workloads) == (job.repeat, job.workloads):
+            batches[-1].append(job)
+        else:
+            batches.append([job])
+    return batches
 
 
 # --------------------------------------------------------------------------- analysis
@@ -426,8 +585,11 @@ def check_results(
                         impl,
                         workload,
                         "loaded state equals saved",
-                        r["loaded_digest"] == r["saved_digest"] and r["steps"] == 2,
-                        f"digests {r['saved_digest']} / {r['loaded_digest']}, steps {r['steps']}",
+                        r["loaded_digest"] == r["saved_digest"]
+                        and r["steps"] == 2
+                        and len(r.get("save_samples_s") or ()) == cfgs[workload]["saves"],
+                        f"digests {r['saved_digest']} / {r['loaded_digest']}, steps {r['steps']}, "
+                        f"{len(r.get('save_samples_s') or ())} saves timed of {cfgs[workload]['saves']}",
                     )
                 )
             elif workload == "resume":
@@ -520,6 +682,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds per worker process (default 900)"
+    )
+    parser.add_argument(
+        "--no-interleave",
+        dest="interleave",
+        action="store_false",
+        help="run the step-time workloads one process at a time instead of in turns (see docs)",
     )
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]

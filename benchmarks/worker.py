@@ -79,17 +79,34 @@ def _run_job(impl: str, job: dict[str, Any], prepared: dict[str, Any] | None) ->
     return module.WORKLOADS[job["workload"]](job["cfg"], ctx)
 
 
+def _baton(spec: dict[str, Any], job: dict[str, Any]) -> Any:
+    """With ``spec["baton"] = [read_fd, write_fd, block]`` (an interleaved group), install
+    the baton for the measuring job and wait for the first turn; else None."""
+    if not spec.get("baton") or job["workload"] == "import" or job.get("phase") == "prepare":
+        return None
+    from benchmarks import workloads
+
+    read_fd, write_fd, block = spec["baton"]
+    baton = workloads.Baton(read_fd, write_fd, block)
+    workloads.use_baton(baton)
+    baton.wait_turn()
+    return baton
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the jobs of the spec given as the only argument, in order (an ``import`` job
     first, before torch is imported); write their results as a JSON list to ``spec["out"]``.
 
     A resume job without ``prepared`` uses what this process's last prepare job returned.
+    With ``spec["baton"]`` the measuring job takes turns with the other workers of its
+    group (see `benchmarks.workloads.Baton`).
     """
     spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
     jobs = sorted(spec["jobs"], key=lambda j: j["workload"] != "import")
     results: list[dict[str, Any]] = []
     prepared = None
     warm = False
+    pending_close: list[Any] = []
     for job in jobs:
         try:
             if job["workload"] != "import" and not warm:
@@ -98,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(spec["threads"])
                 _warm_torch()
                 warm = True
-            result = _run_job(spec["impl"], job, prepared)
+            baton = _baton(spec, job)
+            try:
+                result = _run_job(spec["impl"], job, prepared)
+            finally:
+                if baton is not None:
+                    from benchmarks import workloads
+
+                    workloads.use_baton(None)
+                    pending_close.append(baton)
             if job.get("phase") == "prepare":
                 prepared = result
             result["ok"] = True
@@ -108,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"workload": job["workload"], "phase": job.get("phase", "measure"), **result})
     with open(spec["out"], "w", encoding="utf-8") as f:
         json.dump(results, f)
+    for baton in pending_close:  # the harness reads the closed pipe as "finished"
+        baton.close()
     return 0 if all(r["ok"] for r in results) else 1
 
 

@@ -32,6 +32,10 @@ __all__ = [
     "WORKLOADS",
     "METRICS",
     "config_for",
+    "INTERLEAVE_BLOCKS",
+    "Baton",
+    "use_baton",
+    "hand_over",
     "Clock",
     "training_result",
     "stack_predictions",
@@ -150,7 +154,7 @@ _FULL: dict[str, dict[str, Any]] = {
         "max_len": 128,
         "batch_size": 64,
     },
-    "checkpoint": {"width": 1024, "blocks": 16, "batch_size": 4},
+    "checkpoint": {"width": 1024, "blocks": 16, "batch_size": 4, "saves": 3},
     "resume": {"n_in": 16, "hidden": 32, "n_out": 4, "batch_size": 8, "batches": 10000, "resume_at": 9000},
     "import": {},
 }
@@ -161,9 +165,15 @@ _QUICK: dict[str, dict[str, Any]] = {
     "transformer": {"d_model": 64, "layers": 2, "seq_len": 32, "steps": 4, "warm": 1},
     "predict_fixed": {"n": 2000, "n_out": 100, "batch_size": 100},
     "predict_varlen": {"n": 400, "max_len": 48, "batch_size": 32},
-    "checkpoint": {"width": 256, "blocks": 4},
+    "checkpoint": {"width": 256, "blocks": 4, "saves": 2},
     "resume": {"batches": 200, "resume_at": 180},
 }
+
+
+#: The workloads run as interleaved groups (see `Baton`), with the steps per turn of a
+#: measured window: about 0.1 s of the tiny MLP, 1 s of the transformer. The checkpoint
+#: workload hands the turn on after each of its synchronous saves instead.
+INTERLEAVE_BLOCKS: dict[str, int] = {"mlp": 100, "mlp_default": 100, "transformer": 3, "checkpoint": 1}
 
 
 def config_for(workload: str, quick: bool) -> dict[str, Any]:
@@ -179,11 +189,71 @@ def config_for(workload: str, quick: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- timing
 
 
+class Baton:
+    """This worker's end of the turn-taking between the workers of an interleaved group.
+
+    The harness starts one worker per implementation at once and lets one of them run at
+    a time: a worker announces that it waits (one byte on ``write_fd``) and blocks until
+    the harness gives it the turn (one byte on ``read_fd``). `Clock` hands the turn on
+    every ``block`` steps of the measured window, so the implementations run in turns
+    of ``block`` steps and a slow phase of the machine falls on all of them alike.
+
+    Args:
+        read_fd: Where the turn arrives.
+        write_fd: Where the worker says it waits.
+        block: Optimizer steps per turn inside a measured window.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int, block: int) -> None:
+        if block < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
+        self.read_fd, self.write_fd, self.block = read_fd, write_fd, block
+
+    def wait_turn(self) -> None:
+        """Say this worker waits, then block until the harness gives it the turn."""
+        os.write(self.write_fd, b".")
+        if os.read(self.read_fd, 1) != b"g":
+            raise RuntimeError("the harness closed the turn-taking pipe")
+
+    def close(self) -> None:
+        """Close both ends: the harness reads the end of the pipe as "finished"."""
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+_BATON: Baton | None = None
+
+
+def use_baton(baton: Baton | None) -> None:
+    """Make every `Clock` created from now on hand the turn over with ``baton``, and
+    `hand_over` use it."""
+    global _BATON
+    _BATON = baton
+
+
+def hand_over() -> float:
+    """Give the turn to the next worker of the interleaved group and wait for it to come
+    back; the seconds waited (0.0 outside a group)."""
+    if _BATON is None:
+        return 0.0
+    start = time.perf_counter()
+    _BATON.wait_turn()
+    return time.perf_counter() - start
+
+
 class Clock:
     """Timestamps at chosen optimizer steps, written by each implementation's hook.
 
     ``call`` is set just before ``train()`` (or the raw loop) is called; `step` is
     called at the end of every optimizer step with the global step number.
+
+    With a baton in use (see `use_baton`) and two marks ``(warm, end)``, the clock hands
+    the turn to the next worker at step ``warm`` and every ``baton.block`` steps after it
+    before ``end``; the time spent waiting is kept in ``paused`` and left out of
+    `per_step` and of the end-to-end time of `training_result`.
     """
 
     def __init__(self, marks: Sequence[int] = ()) -> None:
@@ -192,6 +262,13 @@ class Clock:
         self.first: float | None = None
         self.last_step = 0
         self.call: float | None = None
+        self.paused = 0.0
+        #: (handed the turn on, got it back) pairs, perf_counter seconds.
+        self.handoffs: list[tuple[float, float]] = []
+        self._baton = _BATON
+        self._pauses: set[int] = set()
+        if self._baton is not None and len(self.marks) >= 2:
+            self._pauses = set(range(min(self.marks), max(self.marks), self._baton.block))
 
     def start(self) -> None:
         """Mark the call of ``train()``."""
@@ -205,10 +282,17 @@ class Clock:
         if global_step in self.marks:
             self.at[global_step] = now
         self.last_step = global_step
+        if global_step in self._pauses:
+            self._pauses.discard(global_step)
+            self._baton.wait_turn()
+            back = time.perf_counter()
+            self.handoffs.append((now, back))
+            self.paused += back - now
 
     def per_step(self, warm: int, end: int) -> float:
-        """Mean seconds per step between the ends of steps ``warm`` and ``end``."""
-        return (self.at[end] - self.at[warm]) / (end - warm)
+        """Mean seconds per step between the ends of steps ``warm`` and ``end`` (turns
+        given to other workers left out)."""
+        return (self.at[end] - self.at[warm] - self.paused) / (end - warm)
 
     def to_first_step(self) -> float:
         """Seconds from `start` to the end of the first step."""
@@ -436,10 +520,13 @@ def training_result(
     clock: Clock, warm: int, steps: int, e2e_s: float, model: nn.Module, dataset: Dataset
 ) -> dict[str, Any]:
     """The record of a training workload, the same for every implementation: step and
-    end-to-end times from ``clock``, the model's call counters and its final eval loss."""
+    end-to-end times from ``clock`` (``e2e_s`` less the turns given to other workers),
+    the model's call counters and its final eval loss."""
     return {
         "step_s": clock.per_step(warm, steps),
-        "e2e_s": e2e_s,
+        "e2e_s": e2e_s - clock.paused,
+        "paused_s": clock.paused,
+        "handoffs": clock.handoffs,
         "first_step_s": clock.to_first_step(),
         "steps": clock.last_step,
         "batch": model.last_batch,

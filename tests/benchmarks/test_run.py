@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import run as bench  # noqa: E402
+from benchmarks import workloads as W  # noqa: E402
 from benchmarks.workloads import METRICS, WORKLOADS, Clock, EpochPermutation, Metric  # noqa: E402
 
 CORE = ["raw", "toolkit", "toolkit-parts"]
@@ -148,8 +149,12 @@ def _training_run(loss: float, steps: int = 4) -> dict:
     return {"ok": True, "steps": steps, "batch": 2, "calls": steps, "final_loss": loss}
 
 
+def _checkpoint_run(saved: str, loaded: str, saves: int) -> dict:
+    return {"ok": True, "saved_digest": saved, "loaded_digest": loaded, "steps": 2, "save_samples_s": [0.1] * saves}
+
+
 def test_checks_catch_wrong_losses_predictions_checkpoints_and_resumes():
-    cfgs = {"mlp": {"steps": 4, "batch_size": 2}, "resume": {"resume_at": 9}}
+    cfgs = {"mlp": {"steps": 4, "batch_size": 2}, "checkpoint": {"saves": 2}, "resume": {"resume_at": 9}}
     results = {
         ("raw", "mlp"): [_training_run(1.0)],
         ("toolkit", "mlp"): [_training_run(1.0 + 1e-6), _training_run(1.1)],
@@ -157,7 +162,9 @@ def test_checks_catch_wrong_losses_predictions_checkpoints_and_resumes():
         ("hf", "mlp"): [_training_run(1.05)],
         ("raw", "predict_fixed"): [{"ok": True, "shape": [4, 2], "digest": "aa"}],
         ("toolkit", "predict_fixed"): [{"ok": True, "shape": [4, 2], "digest": "ab"}],
-        ("toolkit", "checkpoint"): [{"ok": True, "saved_digest": "x", "loaded_digest": "y", "steps": 2}],
+        ("raw", "checkpoint"): [_checkpoint_run("x", "x", saves=2)],
+        ("toolkit", "checkpoint"): [_checkpoint_run("x", "y", saves=2)],
+        ("lightning", "checkpoint"): [_checkpoint_run("x", "x", saves=1)],  # a save not timed
         ("toolkit", "resume"): [{"ok": True, "first_batch": "b1", "steps": 10}],
         ("lightning", "resume"): [{"ok": True, "first_batch": "b2", "steps": 10}],
         ("toolkit-parts", "import"): [{"ok": False, "error": "ImportError: boom"}],
@@ -172,6 +179,7 @@ def test_checks_catch_wrong_losses_predictions_checkpoints_and_resumes():
         ("toolkit-parts", "mlp", "steps and batch"),
         ("toolkit", "predict_fixed", "predictions equal raw's"),
         ("toolkit", "checkpoint", "loaded state equals saved"),
+        ("lightning", "checkpoint", "loaded state equals saved"),
         ("lightning", "resume", "first resumed batch is the uninterrupted run's"),
         ("toolkit-parts", "import", "ran"),
     }
@@ -195,6 +203,88 @@ def test_clock_and_the_raw_sampler():
     sampler = EpochPermutation(10, seed=3)
     sampler.set_epoch(1)
     assert list(sampler) != full and sorted(sampler) == list(range(10))
+
+
+def test_batches_group_one_repeat_of_a_step_workload_only_when_interleaving():
+    jobs = bench.schedule(["mlp", "predict_fixed", "checkpoint"], ["raw", "toolkit"], repeats=2)
+    batches = bench._batches(jobs, interleave=True)
+    shape = [[(j.repeat, j.workloads[0], j.impl) for j in b] for b in batches]
+    assert shape == [
+        [(0, "mlp", "raw"), (0, "mlp", "toolkit")],
+        [(0, "predict_fixed", "raw")],
+        [(0, "predict_fixed", "toolkit")],
+        [(0, "checkpoint", "raw"), (0, "checkpoint", "toolkit")],
+        [(1, "mlp", "toolkit"), (1, "mlp", "raw")],
+        [(1, "predict_fixed", "toolkit")],
+        [(1, "predict_fixed", "raw")],
+        [(1, "checkpoint", "toolkit"), (1, "checkpoint", "raw")],
+    ]
+    assert all(len(b) == 1 for b in bench._batches(jobs, interleave=False))
+    assert set(W.INTERLEAVE_BLOCKS) <= {*bench.TRAINING, "checkpoint"}
+
+
+def test_clock_hands_the_turn_on_and_leaves_the_wait_out():
+    import os
+    import threading
+    import time
+
+    to_clock_r, to_clock_w = os.pipe()
+    from_clock_r, from_clock_w = os.pipe()
+    turns: list[int] = []
+
+    def harness() -> None:  # gives each turn back after 50 ms
+        while os.read(from_clock_r, 1) == b".":
+            turns.append(1)
+            time.sleep(0.05)
+            os.write(to_clock_w, b"g")
+
+    thread = threading.Thread(target=harness)
+    thread.start()
+    baton = W.Baton(to_clock_r, from_clock_w, block=3)
+    W.use_baton(baton)
+    try:
+        clock = Clock([2, 11])
+    finally:
+        W.use_baton(None)
+    assert Clock([2, 11])._baton is None  # only clocks made while a baton is in use
+    clock.start()
+    for step in range(1, 12):
+        clock.step(step)
+    baton.close()
+    thread.join(timeout=10)
+    os.close(to_clock_w)
+    os.close(from_clock_r)
+    # turns handed on at steps 2, 5 and 8 (every 3 steps from the first mark, before the last)
+    assert len(turns) == 3 and len(clock.handoffs) == 3
+    assert clock.paused >= 0.15 - 1e-3
+    assert clock.per_step(2, 11) < 0.01  # the three 50 ms waits are not in the step time
+    assert clock.to_first_step() < 0.05
+    with pytest.raises(ValueError, match="block"):
+        W.Baton(0, 1, block=0)
+
+
+@pytest.mark.slow
+def test_an_interleaved_group_runs_one_worker_at_a_time(tmp_path):
+    cfg = W.config_for("mlp", quick=True)  # 60 steps, measured from step 10
+    members = []
+    for impl in ("raw", "toolkit-parts"):
+        folder = tmp_path / impl
+        folder.mkdir()
+        spec = {"workload": "mlp", "cfg": cfg, "workdir": str(folder), "phase": "measure", "prepared": None}
+        members.append((sys.executable, impl, [spec], f"{impl}-group"))
+    raw, parts = bench._run_group(members, str(tmp_path), threads=1, timeout=300, block=10)
+    for (result,) in (raw, parts):
+        assert result["ok"], result
+        assert result["steps"] == cfg["steps"] and len(result["handoffs"]) == 5  # at 10, 20, ..., 50
+        assert 0 < result["step_s"] and result["paused_s"] > 0
+    assert raw[0]["final_loss"] == pytest.approx(parts[0]["final_loss"], rel=1e-4)
+
+    def running(handoffs):  # the spans between getting a turn back and handing it on again
+        return [(back, out) for (_, back), (out, _) in zip(handoffs, handoffs[1:])]
+
+    for a_start, a_end in running(raw[0]["handoffs"]):
+        for b_start, b_end in running(parts[0]["handoffs"]):
+            assert a_end <= b_start or b_end <= a_start, "two workers ran their turns at once"
 
 
 @pytest.mark.parametrize(
