@@ -33,7 +33,7 @@ from torch import nn
 
 from toolkit.precision.base import Precision
 from toolkit.strategies.ddp import DDPStrategy
-from toolkit.utils.env import DistributedEnv
+from toolkit.utils.env import DistributedEnv, destroy_process_group_at_exit
 
 __all__ = ["DeepSpeedStrategy", "load_deepspeed_config", "fill_auto_values", "find_auto_values"]
 
@@ -293,6 +293,7 @@ class DeepSpeedStrategy(DDPStrategy):
             logger.info("DeepSpeedStrategy: one process without a launcher; set RANK/LOCAL_RANK/WORLD_SIZE/"
                         "MASTER_ADDR/MASTER_PORT for DeepSpeed (port %s)", os.environ["MASTER_PORT"])
         deepspeed.init_distributed(dist_backend=backend)
+        destroy_process_group_at_exit()
         self._owns_group = True
 
     def resolve_config(self, total_steps: int | None = None) -> dict[str, Any]:

@@ -19,27 +19,42 @@ _exit_hook_registered = False
 
 
 def destroy_process_group_at_exit() -> None:
-    """Destroy the default process group when the interpreter exits, if it still exists.
+    """Shut the default process group down when the interpreter exits, if it still exists.
 
-    Call it after starting a group: left to C++ static destruction at exit, a live gloo
-    group sometimes aborts the process ("terminate called without an active
-    exception") after the script has finished. Registered once; does nothing when the
-    group was already destroyed.
+    Call it after starting a group. A collective's finished work is released by a gloo
+    worker thread a moment after the caller saw it complete; when the work held the last
+    reference to a tensor created in Python, that thread needs the GIL. If the
+    interpreter is already finalizing by then, the thread is ended mid-destructor and
+    the whole process aborts ("terminate called without an active exception") after the
+    script finished. The hook runs before finalization: it collects unreachable objects
+    (a trainer's DDP wrapper holds the group), destroys the group, whose worker threads
+    are then joined without the GIL, and, when something still holds the group (a DDP
+    model kept in a global), gives its threads a tenth of a second to finish. Registered
+    once; does nothing when the group was already destroyed.
     """
     global _exit_hook_registered
     if _exit_hook_registered:
         return
     _exit_hook_registered = True
-
-    def destroy() -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-
     import atexit
 
-    atexit.register(destroy)
+    atexit.register(_shut_down_default_group)
+
+
+def _shut_down_default_group(grace: float = 0.1) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    import gc
+    import time
+    import weakref
+
+    gc.collect()
+    group = weakref.ref(dist.group.WORLD)
+    dist.destroy_process_group()
+    if group() is not None:
+        time.sleep(grace)  # the GIL is free meanwhile: the group's threads can drop their work
 
 
 @dataclass(frozen=True)
