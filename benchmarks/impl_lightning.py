@@ -149,7 +149,6 @@ def _checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
                 start = time.perf_counter()
                 trainer.save_checkpoint(path if n == 0 else os.path.join(ctx["workdir"], f"sync-{n}.ckpt"))
                 times.append(time.perf_counter() - start)
-                W.hand_over()
             out["save_samples_s"] = times
             out["save_s"] = statistics.median(times)
         else:

@@ -203,8 +203,6 @@ def _checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
             start = time.perf_counter()
             run.manager.save(step, run.state())
             times.append(time.perf_counter() - start)
-            if key == "save_s":
-                W.hand_over()
 
         run.loop.save_fn = timed_save
         run.loop.run()

@@ -179,7 +179,6 @@ def checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
             os.path.join(ctx["workdir"], f"checkpoint-{step}"), m, optimizer, scheduler, {"step": step}
         )
         saved["times"].append(time.perf_counter() - start)
-        W.hand_over()
 
     _train(model, ds, cfg, cfg["saves"], W.Clock(), after_step=save)
     model2, _ = W.build("checkpoint", cfg, seed=W.SEED + 7)

@@ -124,8 +124,6 @@ def _checkpoint(api: TrainerAPI, cfg: dict[str, Any], ctx: dict[str, Any]) -> di
 
             def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 times.append(time.perf_counter() - holder["step_end"])
-                if key == "save_s":
-                    W.hand_over()
 
         args = _args(api, folder, cfg, steps, save_strategy="steps", save_steps=1, **over)
         holder["t"] = api.Trainer(

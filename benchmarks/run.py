@@ -189,14 +189,18 @@ def _start_worker(
     threads: int,
     tag: str,
     baton: tuple[int, int, int] | None = None,
+    cpus: Sequence[int] | None = None,
 ) -> _Worker:
     """Start ``python -m benchmarks.worker`` on ``jobs``; ``baton`` = (the worker's read fd,
-    its write fd, steps per turn) joins it to an interleaved group."""
+    its write fd, steps per turn) joins it to an interleaved group; ``cpus``: the CPUs it
+    may run on (all when None)."""
     out = os.path.join(workdir, f"{tag}.json")
     log = os.path.join(workdir, f"{tag}.log")
     spec: dict[str, Any] = {"impl": impl, "threads": threads, "out": out, "jobs": jobs}
     if baton is not None:
         spec["baton"] = list(baton)
+    if cpus:
+        spec["cpus"] = list(cpus)
     logf = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed by _finish_worker
     proc = subprocess.Popen(
         [python, "-m", "benchmarks.worker", json.dumps(spec)],
@@ -245,9 +249,16 @@ def _finish_worker(worker: _Worker, timeout: float) -> list[dict[str, Any]]:
 
 
 def _run_worker(
-    python: str, impl: str, jobs: list[dict[str, Any]], workdir: str, threads: int, timeout: float, tag: str
+    python: str,
+    impl: str,
+    jobs: list[dict[str, Any]],
+    workdir: str,
+    threads: int,
+    timeout: float,
+    tag: str,
+    cpus: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    return _finish_worker(_start_worker(python, impl, jobs, workdir, threads, tag), timeout)
+    return _finish_worker(_start_worker(python, impl, jobs, workdir, threads, tag, cpus=cpus), timeout)
 
 
 def _await_byte(fd: int, timeout: float) -> bytes | None:
@@ -262,6 +273,7 @@ def _run_group(
     threads: int,
     timeout: float,
     block: int,
+    cpus: Sequence[int] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Run one worker per ``(python, impl, jobs, tag)`` at once, taking turns.
 
@@ -276,7 +288,9 @@ def _run_group(
         from_worker, to_harness = os.pipe()  # the harness reads the worker's "waiting"
         try:
             workers.append(
-                _start_worker(python, impl, jobs, workdir, threads, tag, (from_harness, to_harness, block))
+                _start_worker(
+                    python, impl, jobs, workdir, threads, tag, (from_harness, to_harness, block), cpus
+                )
             )
         finally:
             os.close(from_harness)
@@ -400,6 +414,11 @@ def execute(
     def tag_of(job: Job) -> str:
         return f"{job.impl}-{'-'.join(job.workloads) if len(job.workloads) < 3 else 'all'}-{job.repeat}"
 
+    pinned = pinned_cpus(args)
+
+    def cpus_for(job: Job) -> list[int] | None:
+        return pinned if pinned and not set(job.workloads) & UNPINNED else None
+
     n = 0
     for batch in _batches(jobs, interleave):
         start = time.perf_counter()
@@ -413,6 +432,7 @@ def execute(
                 args.threads,
                 timeout,
                 block,
+                cpus_for(batch[0]),
             )
             for (job, _), records in zip(members, outcomes):
                 keep(job.impl, records)
@@ -421,7 +441,16 @@ def execute(
             job, specs = members[0]
             keep(
                 job.impl,
-                _run_worker(pythons[job.impl], job.impl, specs, workdir, args.threads, timeout, tag_of(job)),
+                _run_worker(
+                    pythons[job.impl],
+                    job.impl,
+                    specs,
+                    workdir,
+                    args.threads,
+                    timeout,
+                    tag_of(job),
+                    cpus_for(job),
+                ),
             )
             what = job.impl
         n += len(batch)
@@ -436,6 +465,20 @@ def execute(
             for w in job.workloads:
                 shutil.rmtree(os.path.join(workdir, job.impl, f"{w}-{job.repeat}"), ignore_errors=True)
     return results, prepared
+
+
+#: Workloads whose workers are never pinned: toolkit's checkpoint IO uses helper threads.
+UNPINNED = {"checkpoint"}
+
+
+def pinned_cpus(args: argparse.Namespace) -> list[int] | None:
+    """The CPUs every worker is pinned to: the first ``--threads`` of those this process may
+    use, so that every implementation runs on the same core(s); None with ``--no-pin``, on
+    a platform without CPU affinity, or when there are not that many CPUs."""
+    if not args.pin or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[: args.threads] if len(allowed) >= args.threads else None
 
 
 def _batches(jobs: Sequence[Job], interleave: bool) -> list[list[Job]]:
@@ -684,6 +727,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=900.0, help="seconds per worker process (default 900)"
     )
     parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the OS move workers between CPUs (default: every worker on the same first CPU(s))",
+    )
+    parser.add_argument(
         "--no-interleave",
         dest="interleave",
         action="store_false",
@@ -742,6 +791,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "impls": impls,
         "repeats": args.repeats,
         "threads": args.threads,
+        "pinned_cpus": pinned_cpus(args),
+        "interleaved": args.interleave and not args.quick,
         "sizes": cfgs,
         "notes": notes,
         "env": env,

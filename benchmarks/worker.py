@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
     A resume job without ``prepared`` uses what this process's last prepare job returned.
     With ``spec["baton"]`` the measuring job takes turns with the other workers of its
-    group (see `benchmarks.workloads.Baton`).
+    group (see `benchmarks.workloads.Baton`); with ``spec["cpus"]`` the process runs on
+    those CPUs only.
     """
     spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    if spec.get("cpus"):  # before torch starts its threads
+        os.sched_setaffinity(0, spec["cpus"])
     jobs = sorted(spec["jobs"], key=lambda j: j["workload"] != "import")
     results: list[dict[str, Any]] = []
     prepared = None
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # reported by the harness, which decides how bad it is
             traceback.print_exc()
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        if hasattr(os, "sched_getaffinity"):
+            result["cpus"] = sorted(os.sched_getaffinity(0))
         results.append({"workload": job["workload"], "phase": job.get("phase", "measure"), **result})
     with open(spec["out"], "w", encoding="utf-8") as f:
         json.dump(results, f)

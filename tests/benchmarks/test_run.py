@@ -8,6 +8,7 @@ at how fast anything was. The other tests cover the harness's pure functions.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,6 +206,17 @@ def test_clock_and_the_raw_sampler():
     assert list(sampler) != full and sorted(sampler) == list(range(10))
 
 
+def test_workers_are_pinned_to_the_first_cpus_unless_told_not_to():
+    args = bench._parse(["--threads", "1"])
+    if not hasattr(os, "sched_getaffinity"):
+        assert bench.pinned_cpus(args) is None
+        return
+    assert bench.pinned_cpus(args) == [min(os.sched_getaffinity(0))]
+    assert bench.pinned_cpus(bench._parse(["--no-pin"])) is None
+    assert bench.pinned_cpus(bench._parse(["--threads", str(len(os.sched_getaffinity(0)) + 1)])) is None
+    assert "checkpoint" in bench.UNPINNED  # its IO helper threads need the other cores
+
+
 def test_batches_group_one_repeat_of_a_step_workload_only_when_interleaving():
     jobs = bench.schedule(["mlp", "predict_fixed", "checkpoint"], ["raw", "toolkit"], repeats=2)
     batches = bench._batches(jobs, interleave=True)
@@ -213,14 +225,16 @@ def test_batches_group_one_repeat_of_a_step_workload_only_when_interleaving():
         [(0, "mlp", "raw"), (0, "mlp", "toolkit")],
         [(0, "predict_fixed", "raw")],
         [(0, "predict_fixed", "toolkit")],
-        [(0, "checkpoint", "raw"), (0, "checkpoint", "toolkit")],
+        [(0, "checkpoint", "raw")],
+        [(0, "checkpoint", "toolkit")],
         [(1, "mlp", "toolkit"), (1, "mlp", "raw")],
         [(1, "predict_fixed", "toolkit")],
         [(1, "predict_fixed", "raw")],
-        [(1, "checkpoint", "toolkit"), (1, "checkpoint", "raw")],
+        [(1, "checkpoint", "toolkit")],
+        [(1, "checkpoint", "raw")],
     ]
     assert all(len(b) == 1 for b in bench._batches(jobs, interleave=False))
-    assert set(W.INTERLEAVE_BLOCKS) <= {*bench.TRAINING, "checkpoint"}
+    assert set(W.INTERLEAVE_BLOCKS) <= set(bench.TRAINING)
 
 
 def test_clock_hands_the_turn_on_and_leaves_the_wait_out():
@@ -272,9 +286,13 @@ def test_an_interleaved_group_runs_one_worker_at_a_time(tmp_path):
         folder.mkdir()
         spec = {"workload": "mlp", "cfg": cfg, "workdir": str(folder), "phase": "measure", "prepared": None}
         members.append((sys.executable, impl, [spec], f"{impl}-group"))
-    raw, parts = bench._run_group(members, str(tmp_path), threads=1, timeout=300, block=10)
+    cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    raw, parts = bench._run_group(
+        members, str(tmp_path), threads=1, timeout=300, block=10, cpus=[cpu] if cpu is not None else None
+    )
     for (result,) in (raw, parts):
         assert result["ok"], result
+        assert cpu is None or result["cpus"] == [cpu]  # both pinned to the same CPU
         assert result["steps"] == cfg["steps"] and len(result["handoffs"]) == 5  # at 10, 20, ..., 50
         assert 0 < result["step_s"] and result["paused_s"] > 0
     assert raw[0]["final_loss"] == pytest.approx(parts[0]["final_loss"], rel=1e-4)
