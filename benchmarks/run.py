@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,25 +80,32 @@ class Job:
 
 
 def schedule(
-    workloads: Sequence[str], impls: Sequence[str], repeats: int, grouped: bool = False
+    workloads: Sequence[str],
+    impls: Sequence[str],
+    repeats: int,
+    grouped: bool = False,
+    factors: Mapping[str, int] | None = None,
 ) -> list[Job]:
     """The order of the worker processes.
 
     Repeats are interleaved: repeat ``r`` runs every implementation once (per workload),
     in the implementation order rotated by ``r``, before repeat ``r + 1`` starts, so a
     drift of the machine spreads over all implementations. ``grouped``: one process per
-    (repeat, implementation) running every workload; otherwise one per workload too.
+    (repeat, implementation) running every workload; otherwise one per workload too,
+    and a workload in ``factors`` gets that many times ``repeats``.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    factors = {} if grouped else dict(factors or {})
+    total = {w: repeats * factors.get(w, 1) for w in workloads}
     jobs: list[Job] = []
-    for r in range(repeats):
+    for r in range(max(total.values(), default=0)):
         shift = r % len(impls) if impls else 0
         order = list(impls[shift:]) + list(impls[:shift])
         if grouped:
             jobs += [Job(impl, r, list(workloads)) for impl in order]
         else:
-            jobs += [Job(impl, r, [w]) for w in workloads for impl in order]
+            jobs += [Job(impl, r, [w]) for w in workloads if r < total[w] for impl in order]
     return jobs
 
 
@@ -382,7 +389,7 @@ def execute(
             prepared[impl] = _run_worker(
                 pythons[impl], impl, [spec], workdir, args.threads, timeout, f"{impl}-prepare"
             )[0]
-    jobs = schedule(args.workloads, impls, args.repeats, grouped=grouped)
+    jobs = schedule(args.workloads, impls, args.repeats, grouped=grouped, factors=REPEAT_FACTORS)
     interleave = not grouped and args.interleave and len(impls) > 1
 
     def specs_for(job: Job) -> list[dict[str, Any]]:
@@ -466,6 +473,10 @@ def execute(
                 shutil.rmtree(os.path.join(workdir, job.impl, f"{w}-{job.repeat}"), ignore_errors=True)
     return results, prepared
 
+
+#: Workloads run this many times ``--repeats``: their processes are cheap (about 20 s a
+#: group) and the tiny-MLP step differs by several percent from one process to another.
+REPEAT_FACTORS = {"mlp": 3, "mlp_default": 3}
 
 #: Workloads whose workers are never pinned: toolkit's checkpoint IO uses helper threads.
 UNPINNED = {"checkpoint"}
@@ -791,6 +802,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "impls": impls,
         "repeats": args.repeats,
         "threads": args.threads,
+        "repeat_factors": {} if args.quick else REPEAT_FACTORS,
         "pinned_cpus": pinned_cpus(args),
         "interleaved": args.interleave and not args.quick,
         "sizes": cfgs,

@@ -104,6 +104,18 @@ def test_schedule_interleaves_repeats_and_rotates_the_order():
     ]
     with pytest.raises(ValueError, match="repeats"):
         bench.schedule(["a"], ["raw"], repeats=0)
+    more = bench.schedule(["a", "b"], ["raw", "toolkit"], repeats=1, factors={"b": 3})
+    assert [(j.repeat, j.workloads[0], j.impl) for j in more] == [
+        (0, "a", "raw"),
+        (0, "a", "toolkit"),
+        (0, "b", "raw"),
+        (0, "b", "toolkit"),
+        (1, "b", "toolkit"),
+        (1, "b", "raw"),
+        (2, "b", "raw"),
+        (2, "b", "toolkit"),
+    ]
+    assert len(bench.schedule(["a", "b"], ["raw"], repeats=2, grouped=True, factors={"b": 3})) == 2
 
 
 def test_summaries_ratios_and_verdicts():
