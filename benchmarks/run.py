@@ -223,13 +223,7 @@ def _start_worker(
 def _finish_worker(worker: _Worker, timeout: float) -> list[dict[str, Any]]:
     """Wait for the worker (killing it after ``timeout`` seconds); its results, with one
     failed record for each job that left none."""
-    if worker.code is None and worker.proc is not None:
-        try:
-            worker.code = worker.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            worker.proc.wait()
-            worker.code = f"timed out after {timeout:.0f} s"
+    _stop(worker, timeout, f"timed out after {timeout:.0f} s")
     worker.logf.close()
     if os.path.exists(worker.out):
         with open(worker.out, encoding="utf-8") as f:
@@ -331,8 +325,9 @@ def _run_group(
     return [_finish_worker(w, timeout) for w in workers]
 
 
-def _stop(worker: _Worker, timeout: float) -> None:
-    """Wait for a worker that has finished its turns; kill it if it does not exit."""
+def _stop(worker: _Worker, timeout: float, why: str = "") -> None:
+    """Wait up to ``timeout`` seconds for the worker to exit, then kill it; its exit code
+    (or ``why`` when killed) goes to ``worker.code``."""
     if worker.proc is None or worker.code is not None:
         return
     try:
@@ -340,7 +335,7 @@ def _stop(worker: _Worker, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         worker.proc.kill()
         worker.proc.wait()
-        worker.code = f"killed: no answer for {timeout:.0f} s on its turn"
+        worker.code = why or f"killed: no answer for {timeout:.0f} s on its turn"
 
 
 def compile_sources() -> bool:
