@@ -68,6 +68,13 @@ TRAINING = ("mlp", "mlp_default", "transformer")
 PREDICT = ("predict_fixed", "predict_varlen")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: Workloads run this many times ``--repeats``: their processes are cheap (about 20 s a
+#: group) and the tiny-MLP step differs by several percent from one process to another.
+REPEAT_FACTORS = {"mlp": 3, "mlp_default": 3}
+
+#: Workloads whose workers are never pinned: toolkit's checkpoint IO uses helper threads.
+UNPINNED = {"checkpoint"}
+
 
 @dataclass
 class Job:
@@ -467,14 +474,6 @@ def execute(
             for w in job.workloads:
                 shutil.rmtree(os.path.join(workdir, job.impl, f"{w}-{job.repeat}"), ignore_errors=True)
     return results, prepared
-
-
-#: Workloads run this many times ``--repeats``: their processes are cheap (about 20 s a
-#: group) and the tiny-MLP step differs by several percent from one process to another.
-REPEAT_FACTORS = {"mlp": 3, "mlp_default": 3}
-
-#: Workloads whose workers are never pinned: toolkit's checkpoint IO uses helper threads.
-UNPINNED = {"checkpoint"}
 
 
 def pinned_cpus(args: argparse.Namespace) -> list[int] | None:

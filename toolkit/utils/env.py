@@ -4,6 +4,8 @@ One small module owns this so that arguments, strategies and loggers agree. Supp
 launchers: ``torchrun`` (and ``accelerate launch`` / ``deepspeed``, which set the same
 variables), and SLURM's ``srun`` as a fallback. Reading the environment has no side
 effects: nothing is initialised and nothing is written.
+`destroy_process_group_at_exit` is the one exception, for the code that starts a group:
+it shuts that group down before the interpreter finalizes.
 """
 
 from __future__ import annotations
