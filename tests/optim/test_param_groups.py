@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 from toolkit.optim import (
+    fit_param_groups,
     get_decay_parameter_names,
     get_parameter_names,
     is_norm_module,
     param_groups_for_weight_decay,
 )
+from toolkit.strategies import SingleDeviceStrategy
 
 
 class MyRMSNorm(nn.Module):
@@ -91,3 +93,52 @@ def test_tied_weights_appear_once() -> None:
 def test_negative_weight_decay_rejected() -> None:
     with pytest.raises(ValueError, match="weight_decay"):
         param_groups_for_weight_decay(nn.Linear(2, 2), -0.1)
+
+
+def test_zero_weight_decay_is_one_group_in_two_group_order() -> None:
+    model = Block()
+    two = param_groups_for_weight_decay(model, 0.1)
+    one = param_groups_for_weight_decay(model, 0.0)
+    assert len(one) == 1 and one[0]["weight_decay"] == 0.0
+    assert [id(p) for p in one[0]["params"]] == [id(p) for g in two for p in g["params"]]
+
+
+def _steps(model: nn.Module, opt: torch.optim.Optimizer, n: int) -> None:
+    for i in range(n):
+        opt.zero_grad()
+        model(torch.full((3, 4), float(i + 1))).pow(2).sum().backward()
+        opt.step()
+
+
+def test_two_group_state_of_equal_settings_loads_into_one_group() -> None:
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    old = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    old.load_state_dict(ref.state_dict())
+    two = [{"params": [p for n, p in old.named_parameters() if n.endswith("weight") and n != "1.weight"],
+            "weight_decay": 0.0},
+           {"params": [p for n, p in old.named_parameters() if not (n.endswith("weight") and n != "1.weight")],
+            "weight_decay": 0.0}]
+    old_opt = torch.optim.AdamW(two, lr=0.1)  # what a run saved before groups were joined
+    ref_opt = torch.optim.AdamW(param_groups_for_weight_decay(ref, 0.0), lr=0.1)
+    _steps(old, old_opt, 3)
+    _steps(ref, ref_opt, 3)
+    new = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    new.load_state_dict(old.state_dict())
+    new_opt = torch.optim.AdamW(param_groups_for_weight_decay(new, 0.0), lr=0.1)
+    with pytest.raises(ValueError):
+        new_opt.load_state_dict(old_opt.state_dict())  # torch alone refuses the other grouping
+    SingleDeviceStrategy("cpu").load_optimizer_state_dict(new_opt, old_opt.state_dict())
+    _steps(new, new_opt, 2)
+    _steps(ref, ref_opt, 2)
+    for a, b in zip(new.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_groups_of_different_settings_are_left_for_torch_to_refuse() -> None:
+    model = nn.Linear(4, 2)
+    saved = torch.optim.AdamW(param_groups_for_weight_decay(model, 0.1), lr=0.1).state_dict()
+    one = torch.optim.AdamW(param_groups_for_weight_decay(model, 0.0), lr=0.1)
+    assert fit_param_groups(saved, one) is saved
+    with pytest.raises(ValueError):
+        SingleDeviceStrategy("cpu").load_optimizer_state_dict(one, saved)

@@ -3,7 +3,8 @@
 Everything takes plain keyword parameters, so it works without `TrainingArguments`:
 
 - `create_optimizer` / `get_optimizer_cls_and_kwargs`: `OptimizerNames` -> optimizer.
-- `param_groups_for_weight_decay`: no decay on biases and normalisation weights.
+- `param_groups_for_weight_decay`: no decay on biases and normalisation weights;
+  `fit_param_groups` loads a state saved with another grouping of equal settings.
 - `AdamW` (HF ``adamw_hf`` semantics) and `Adafactor`.
 - `get_scheduler` and the individual schedule builders (all `SchedulerType` values).
 """
@@ -13,6 +14,7 @@ from toolkit.optim.adamw import AdamW
 from toolkit.optim.optimizers import (
     NORM_LAYER_TYPES,
     create_optimizer,
+    fit_param_groups,
     get_decay_parameter_names,
     get_optimizer_cls_and_kwargs,
     get_parameter_names,
@@ -40,6 +42,7 @@ __all__ = [
     "NORM_LAYER_TYPES",
     "TYPE_TO_SCHEDULER_FUNCTION",
     "create_optimizer",
+    "fit_param_groups",
     "get_constant_schedule",
     "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup",

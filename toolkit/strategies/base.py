@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolkit.optim.optimizers import fit_param_groups
 from toolkit.precision.base import Precision
 from toolkit.utils.nested import nested_to
 
@@ -164,6 +165,12 @@ class Strategy:
         """Context for the forward pass (the precision's autocast)."""
         return self.precision.autocast()
 
+    @property
+    def autocasts(self) -> bool:
+        """False when `autocast` is known to do nothing (neither this strategy nor its
+        precision changes the no-op of the base classes), so a step may skip entering it."""
+        return type(self).autocast is not Strategy.autocast or type(self.precision).autocast is not Precision.autocast
+
     def backward(self, loss: torch.Tensor) -> None:
         """Back-propagate through the precision plugin."""
         self.precision.backward(loss)
@@ -173,7 +180,9 @@ class Strategy:
     ) -> torch.Tensor:
         """Unscale gradients, clip their global norm to ``max_norm``; return the norm (a tensor)."""
         self.precision.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        groups = optimizer.param_groups
+        # clip_grad_norm_ leaves out parameters without gradients itself
+        params = groups[0]["params"] if len(groups) == 1 else [p for group in groups for p in group["params"]]
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
@@ -220,8 +229,9 @@ class Strategy:
         return optimizer.state_dict()
 
     def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        """Restore the optimizer's state."""
-        optimizer.load_state_dict(state)
+        """Restore the optimizer's state (one saved with equal-settings groups joins them;
+        see `toolkit.optim.fit_param_groups`)."""
+        optimizer.load_state_dict(fit_param_groups(state, optimizer))
 
     def teardown(self) -> None:
         """Release what `setup_environment` started."""
