@@ -96,6 +96,22 @@ class FakeHFDataset:
         return FakeHFDataset([c for c in self.column_names if c not in cols])
 
 
+def test_items_a_collator_could_change_are_copies():
+    items = [{"x": torch.ones(2), "labels": 1}, {"x": torch.zeros(2), "labels": 0}]
+
+    def popping_collator(features):
+        return [f.pop("labels") for f in features]
+
+    wrapped = RemoveColumnsCollator(popping_collator, signature_columns(Model()))
+    assert wrapped(items) == [1, 0]
+    assert all("labels" in item for item in items)  # the dataset's own dicts are intact
+    seen = []
+    passthrough = RemoveColumnsCollator(default_data_collator, signature_columns(Model()))
+    passthrough.data_collator = lambda features: seen.extend(features) or default_data_collator(features)
+    passthrough(items)
+    assert seen[0] is items[0]  # the default collator changes nothing: no copies made
+
+
 def test_remove_columns_from_hf_dataset(caplog):
     ds = FakeHFDataset(["x", "label", "text"])
     with caplog.at_level(logging.INFO, logger="toolkit.data.columns"):

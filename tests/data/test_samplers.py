@@ -74,6 +74,24 @@ def test_skip_and_position_tracking_and_pass_reset():
         s.skip(-1)
 
 
+def test_position_follows_the_latest_pass_only():
+    s = ResumableRandomSampler(6, seed=0)
+    full = list(s)
+    old = iter(s)
+    next(old)
+    new = iter(s)  # starts where the other pass had got to
+    assert s.position == 1
+    assert next(new) == full[1] and s.position == 2
+    assert list(old) == full[1:]  # the older pass runs out without moving the position
+    assert s.position == 2
+    assert list(new) == full[2:] and s.position == 0
+    it = iter(s)
+    next(it)
+    s.load_state_dict({"epoch": 0, "seed": 0, "position": 4})  # detaches the running pass
+    next(it)
+    assert s.position == 4 and list(s) == full[4:]
+
+
 def test_resume_is_o1_single_generator_call_and_slice(monkeypatch):
     n = 10_000
     s = ResumableRandomSampler(n, seed=5)

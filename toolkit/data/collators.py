@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -138,18 +140,22 @@ def default_data_collator(features: Sequence[Any]) -> dict[str, Tensor] | tuple[
                 out.append(_to_tensor(column, pos))
         return tuple(out)
 
-    # plain dicts (the common case) skip the per-item Mapping check, an ABC look-up
-    items = features if all(type(f) is dict for f in features) else [_as_mapping(f) for f in features]
+    # dicts (the common case) skip the per-item Mapping check, an ABC look-up; the
+    # per-item work below runs in C (map/itemgetter), not in a Python loop
+    if all(map(isinstance, features, repeat(dict))):
+        items = features
+    else:
+        items = [_as_mapping(f) for f in features]
     first = items[0]
     batch: dict[str, Tensor] = {}
     for key in _LABEL_KEYS:
         if first.get(key) is not None:
-            batch["labels"] = _label_tensor([f[key] for f in items], key)
+            batch["labels"] = _label_tensor(list(map(itemgetter(key), items)), key)
             break
     for key, value in first.items():
         if key in _LABEL_KEYS or _skip(value):
             continue
-        batch[key] = _to_tensor([f[key] for f in items], key)
+        batch[key] = _to_tensor(list(map(itemgetter(key), items)), key)
     return batch
 
 

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from toolkit.data.collators import default_data_collator
+
 __all__ = ["signature_columns", "RemoveColumnsCollator", "remove_columns_from_hf_dataset"]
 
 _log = logging.getLogger(__name__)
@@ -103,6 +105,11 @@ def _log_dropped(
     )
 
 
+def _leaves_items_alone(collator: Any) -> bool:
+    """True for the collators known not to modify the items they are given."""
+    return collator is default_data_collator
+
+
 class RemoveColumnsCollator:
     """Wraps a collator, removing from each dict item the keys the model does not take.
 
@@ -141,6 +148,7 @@ class RemoveColumnsCollator:
         self.model_name = model_name
         self.description = description
         self._logged = False
+        self._copies = not _leaves_items_alone(data_collator)
 
     def _filter(self, feature: Mapping[str, Any]) -> dict[str, Any]:
         assert self._keep is not None and self.signature_columns is not None
@@ -168,9 +176,12 @@ class RemoveColumnsCollator:
         features = list(features)
         if self._keep is None or not features or not isinstance(features[0], Mapping):
             return self.data_collator(features)
-        if all(map(self._keep.issuperset, features)):
-            # nothing to drop (the usual case): plain copies, without filtering key by key
-            return self.data_collator(list(map(dict, features)))
+        if set().union(*features) <= self._keep:  # every key of every item (one pass in C)
+            # nothing to drop (the usual case): no filtering key by key, and copies only
+            # for a collator that might change the items (which may be the dataset's own)
+            if self._copies:
+                features = list(map(dict, features))
+            return self.data_collator(features)
         return self.data_collator([self._filter(f) for f in features])
 
 

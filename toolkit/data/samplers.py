@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator, Sized
+from itertools import chain
+from operator import length_hint
 from typing import Any
 
 import numpy as np
@@ -106,7 +108,24 @@ class ResumableRandomSampler(Sampler[int]):
             self.num_samples = math.ceil(self.dataset_len / num_replicas)
         self.total_size = self.num_samples * num_replicas
         self.epoch = 0
-        self.position = 0
+        self._position = 0
+        # the list iterator of the current pass and the position at its end: the
+        # position is read from the iterator's remaining length, so producing an index
+        # costs no Python code
+        self._tail: Iterator[int] | None = None
+        self._tail_end = 0
+
+    @property
+    def position(self) -> int:
+        """Samples of this rank produced so far in the current pass (0 after a full one)."""
+        if self._tail is not None:
+            return self._tail_end - length_hint(self._tail)
+        return self._position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._tail = None  # an iteration still running no longer moves the position
+        self._position = value
 
     def __len__(self) -> int:
         """Returns the full number of samples this rank sees per epoch."""
@@ -167,16 +186,17 @@ class ResumableRandomSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         """Yields this rank's indices from the current position to the end of the epoch."""
         start = self.position
-        tail = self.epoch_indices()[start:]
-        return self._run(start, tail.tolist())
+        tail = self.epoch_indices()[start:].tolist()
+        self._tail = it = iter(tail)
+        self._tail_end = start + len(tail)
+        return chain(it, self._end_of_pass(it))
 
-    def _run(self, start: int, tail: list[int]) -> Iterator[int]:
-        pos = start
-        for idx in tail:
-            pos += 1
-            self.position = pos
-            yield idx
-        self.position = 0  # a full pass is complete
+    def _end_of_pass(self, it: Iterator[int]) -> Iterator[int]:
+        """Runs once, when the pass ``it`` is exhausted: the next pass starts at 0."""
+        if self._tail is it:
+            self.position = 0
+        return
+        yield
 
     def state_dict(self, consumed: int | None = None) -> dict[str, int]:
         """Returns ``{"epoch", "seed", "position"}``.
