@@ -54,7 +54,12 @@ from toolkit.memory import (
 )
 from toolkit.metrics import format_metrics_table, metrics_format, speed_metrics, write_metrics_json
 from toolkit.modelcard import create_trainer_model_card
-from toolkit.optim import get_decay_parameter_names, get_optimizer_cls_and_kwargs, get_scheduler
+from toolkit.optim import (
+    get_decay_parameter_names,
+    get_optimizer_cls_and_kwargs,
+    get_scheduler,
+    param_groups_for_weight_decay,
+)
 from toolkit.precision.model_prep import compile_module, enable_gradient_checkpointing, inference_model
 from toolkit.report import plot_training_curves
 from toolkit.run_checkpoint import RunCheckpointer
@@ -191,6 +196,7 @@ class Trainer:
         self._grad_accum = args.gradient_accumulation_steps
         self._batch_size_search: _BatchSizeSearch | None = None
         self._label_check_step = -1  # the step whose first batch is checked for label_names
+        self._step_context: bool | None = None  # enter compute_loss_context_manager per step (None: yes)
         progress = PrinterCallback if args.disable_tqdm else ProgressCallback
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *_logger_callbacks(args, self.strategy.is_global_zero), *(callbacks or []), progress],
@@ -356,14 +362,11 @@ class Trainer:
     def create_optimizer(self) -> torch.optim.Optimizer:
         """Create the optimizer (unless one was passed), without decay on biases and norms."""
         if self.optimizer is None:
-            decay = set(self.get_decay_parameter_names(self.model))
-            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            groups = [
-                {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
-                {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
-            ]
+            groups = param_groups_for_weight_decay(
+                self.model, self.args.weight_decay, decay_names=self.get_decay_parameter_names(self.model)
+            )
             cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args)
-            self.optimizer = cls([g for g in groups if g["params"]], **kwargs)
+            self.optimizer = cls(groups, **kwargs)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
@@ -394,7 +397,7 @@ class Trainer:
         if inputs is None:
             raise TypeError("The batch received was None: data_collator must return the model inputs (a dict, "
                             "a tuple/list of tensors, or a tensor).")
-        if isinstance(inputs, Mapping) and len(inputs) == 0:
+        if (type(inputs) is dict or isinstance(inputs, Mapping)) and len(inputs) == 0:
             raise ValueError(
                 "The batch received was empty: the dataset items hold no key the model takes. "
                 f"The model's forward takes: {signature_columns(self.model, self.label_names)}."
@@ -418,8 +421,11 @@ class Trainer:
         if not (model.training and self.model.training):
             model.train()
         inputs = self._prepare_inputs(inputs)
-        with self.compute_loss_context_manager():
+        if self._step_context is False:  # known to be a no-op context (see _inner_training_loop)
             loss = self.compute_loss(model, inputs)
+        else:
+            with self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f"The training loss must be a torch.Tensor, got {type(loss).__name__} {loss!r}: return "
                             "the loss as a tensor from the model (or from compute_loss).")
@@ -607,6 +613,12 @@ class Trainer:
         self._count_tokens = bool(args.include_tokens_per_second)
         self._tokens_seen = 0
         self.current_flos = 0.0
+        cls = type(self)
+        self._step_context = (
+            cls.compute_loss_context_manager is not Trainer.compute_loss_context_manager
+            or cls.autocast_smart_context_manager is not Trainer.autocast_smart_context_manager
+            or self.strategy.autocasts
+        )
         debugger = DebugUnderflowOverflow(self.model) if DebugOption.UNDERFLOW_OVERFLOW in args.debug else None
         try:
             with self.checkpointer.preemption_guard(loop):
@@ -830,7 +842,7 @@ class Trainer:
 
 def _batch_tokens(inputs: Any) -> int:
     """Tokens in a batch: elements of ``input_ids``, else the number of samples."""
-    if isinstance(inputs, Mapping):
+    if type(inputs) is dict or isinstance(inputs, Mapping):
         ids = inputs.get("input_ids")
         if isinstance(ids, torch.Tensor):
             return ids.numel()

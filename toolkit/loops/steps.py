@@ -32,7 +32,7 @@ IGNORE_INDEX = -100
 def call_model(model: nn.Module, inputs: Any) -> Any:
     """Call ``model`` on a batch: a mapping as keyword arguments, a tuple/list positionally,
     anything else as the single argument."""
-    if isinstance(inputs, Mapping):
+    if type(inputs) is dict or isinstance(inputs, Mapping):  # dict first: no ABC look-up
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
         return model(*inputs)
@@ -42,7 +42,7 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
 def outputs_to_container(outputs: Any) -> Any:
     """Normalise model outputs: a dataclass becomes a dict (None fields dropped, as
     ``ModelOutput`` does), a namedtuple a tuple; dicts, tuples and tensors are kept."""
-    if isinstance(outputs, (torch.Tensor, Mapping)):
+    if type(outputs) is dict or isinstance(outputs, (torch.Tensor, Mapping)):
         return outputs
     if dataclasses.is_dataclass(outputs) and not isinstance(outputs, type):
         return {
@@ -62,7 +62,7 @@ def loss_from_outputs(outputs: Any) -> torch.Tensor:
     Raises:
         ValueError: when the outputs hold no loss (names what they hold instead).
     """
-    if isinstance(outputs, Mapping):
+    if type(outputs) is dict or isinstance(outputs, Mapping):
         if "loss" not in outputs or outputs["loss"] is None:
             raise ValueError(
                 "The model did not return a loss from the inputs; it returned the keys "
@@ -169,7 +169,7 @@ def count_items(inputs: Any, label_names: Sequence[str] = ("labels",)) -> int:
     The number of label entries not equal to -100 (tokens for sequence labels, examples
     for class labels) of the first label present; without labels, the batch size.
     """
-    if isinstance(inputs, Mapping):
+    if type(inputs) is dict or isinstance(inputs, Mapping):  # dict first: no ABC look-up
         for name in label_names:
             labels = inputs.get(name)
             if isinstance(labels, torch.Tensor):

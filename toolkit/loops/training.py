@@ -9,7 +9,6 @@ Nothing here knows about `TrainingArguments`: every setting is a constructor par
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +34,6 @@ the loss by ``loss_scale``, back-propagates, and returns the scaled loss detache
 NAN_INF_POLICIES = ("warn", "skip", "raise")
 
 _UNIT_SCALE = (1.0,)  # the weight of a lone micro-batch on one process (shared, never mutated)
-_NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
 
 
 def make_training_step(
@@ -49,12 +47,16 @@ def make_training_step(
             (`toolkit.loops.steps.compute_loss`).
     """
     loss_fn = loss_fn or compute_loss
+    autocasts = strategy.autocasts  # fp32 on one device: no context to enter per step
 
     def step(model: nn.Module, batch: Any, loss_scale: float) -> torch.Tensor:
         if not model.training:  # the loop puts the model back in train mode after evaluations
             model.train()
         batch = strategy.batch_to_device(batch)
-        with strategy.autocast():
+        if autocasts:
+            with strategy.autocast():
+                loss = loss_fn(model, batch)
+        else:
             loss = loss_fn(model, batch)
         if loss_scale != 1.0:
             loss = loss * loss_scale
@@ -86,41 +88,49 @@ def _windows(iterator: Iterator, size: int) -> Iterator[Sequence]:
 class LossTracker:
     """Accumulates micro-batch losses on the device without a host sync per step.
 
-    Losses are written into a fixed device buffer; at log time (or when the buffer is
-    full) they fold into four running sums: finite sum, finite count, count and raw sum.
-    A logged loss can then leave non-finite values out and the number
-    of non-finite values is known, so they are reported instead of passing silently.
+    Each loss (a 0-dim tensor) is kept in a list; at log time (or every ``capacity``
+    losses) they are stacked and folded into four running sums: finite sum, finite
+    count, count and raw sum. A logged loss can then leave non-finite values out and
+    the number of non-finite values is known, so they are reported instead of passing
+    silently. Appending to a list is the cheapest thing a step can do here: an indexed
+    copy into a preallocated buffer costs a tensor operation per step.
 
     Args:
-        device: where the buffer lives.
-        capacity: micro-batches held before folding.
+        device: where the running sums live (the device of the losses).
+        capacity: losses held before folding.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", capacity: int = 1024) -> None:
-        self.buffer = torch.zeros(capacity, device=device)
+    def __init__(self, device: torch.device | str = "cpu", capacity: int = 64) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity} must be >= 1")
+        self.capacity = capacity
+        self.pending: list[torch.Tensor] = []
         self.sums = torch.zeros(
             4, device=device, dtype=torch.float64 if str(device) != "mps" else torch.float32
         )
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        """Losses recorded since the last fold."""
+        return len(self.pending)
 
     def add(self, loss: torch.Tensor) -> None:
-        """Record one micro-batch's (scaled, detached) loss."""
-        if loss.requires_grad:  # a custom step that forgot to detach must not keep its graph alive
-            loss = loss.detach()
-        self.buffer[self.count] = loss  # a device-side copy: no host sync
-        self.count += 1
-        if self.count == self.buffer.numel():
+        """Record one micro-batch's (scaled, detached, 0-dim) loss."""
+        pending = self.pending
+        # a custom step that forgot to detach must not keep its graph alive
+        pending.append(loss.detach() if loss.requires_grad else loss)
+        if len(pending) >= self.capacity:
             self._fold()
 
     def _fold(self) -> None:
-        if self.count == 0:
+        if not self.pending:
             return
-        values = self.buffer[: self.count].to(self.sums.dtype)
+        values = torch.stack(self.pending).to(self.sums.dtype)
+        self.pending = []
         finite = torch.isfinite(values)
         self.sums += torch.stack(
-            [torch.where(finite, values, 0).sum(), finite.sum(), values.new_tensor(self.count), values.sum()]
+            [torch.where(finite, values, 0).sum(), finite.sum(), values.new_tensor(values.numel()), values.sum()]
         )
-        self.count = 0
 
     def sums_so_far(self, strategy: Strategy | None = None) -> list[float]:
         """The four running sums since the last pop (one host sync), without resetting
@@ -487,6 +497,9 @@ class TrainLoop:
             self.max_steps,
         )
         on_step_begin, on_substep_end, on_step_end = cb.on_step_begin, cb.on_substep_end, cb.on_step_end
+        # one micro-batch per step on one process (the common case): its weight is 1 and the
+        # batches need no grouping (zip() makes the 1-tuples without a Python frame per batch)
+        unit_windows = ga == 1 and strategy.world_size == 1
         self.control = cb.on_train_begin(args, state, self.control)
         while (
             self.epoch < num_epochs
@@ -500,15 +513,18 @@ class TrainLoop:
             self.control = cb.on_epoch_begin(args, state, self.control)
             epoch_step = self.batches_in_epoch // ga
             ran_any = False
-            for window in _windows(iterator, ga):
+            for window in zip(iterator) if unit_windows else _windows(iterator, ga):
                 ran_any = True
-                scales = self._loss_scales(window)
+                scales = _UNIT_SCALE if unit_windows else self._loss_scales(window)
                 last = len(window) - 1
                 window_loss = [] if check_each_step else None
                 for i, batch in enumerate(window):
                     if i == 0:
                         self.control = on_step_begin(args, state, self.control)
-                    with strategy.no_backward_sync(model) if i < last else _NO_CONTEXT:
+                    if i < last:
+                        with strategy.no_backward_sync(model):
+                            loss = step_fn(model, batch, scales[i])
+                    else:
                         loss = step_fn(model, batch, scales[i])
                     if loss.dim():
                         loss = loss.mean()

@@ -117,7 +117,8 @@ def nested_to(tree: Tree, device: torch.device | str, non_blocking: bool = False
     Returns:
         The same tree with its tensors on ``device``.
     """
-    device = torch.device(device)
+    if type(device) is not torch.device:
+        device = torch.device(device)
     if type(tree) in _FLAT_CONTAINERS and _all_on(tree.values() if type(tree) is dict else tree, device):
         # The common training batch (a flat dict or tuple of tensors already on the device,
         # e.g. CPU training): a shallow copy, no per-tensor call.
