@@ -14,7 +14,8 @@ and ``lightning`` (the Lightning Trainer), the last two only when they can run.
 Every (implementation, workload, repeat) runs in a fresh subprocess, the repeats
 interleaved (each repeat runs every implementation once per workload, in an order
 rotated per repeat); ``--quick`` runs one process per implementation instead, with tiny
-sizes, as a smoke run. Figures are medians and minimums; ratios are of medians, to raw.
+sizes, as a smoke run. Figures are medians and minimums; ratios, to raw, are medians of the
+ratios within each repeat (processes that ran side by side).
 Timing targets are reported PASS/FAIL and never change the exit status; a failed
 correctness check of raw, toolkit or toolkit-parts (or one of them crashing) exits 1.
 See ``docs/benchmarks.md``.
@@ -121,6 +122,17 @@ def summarize_samples(samples: Sequence[float]) -> dict[str, Any]:
     if not samples:
         raise ValueError("summarize_samples() needs at least one sample")
     return {"median": statistics.median(samples), "min": min(samples), "repeats": len(samples)}
+
+
+def paired_ratio(values: dict[int, float], bases: dict[int, float]) -> float | None:
+    """The median over repeats of ``value / base`` of the same repeat (None without a pair).
+
+    The processes of one repeat ran side by side (in turns, for the interleaved
+    workloads), so each pair saw the same phase of the machine; the median of the pairs
+    leaves out the drift that a ratio of two medians would keep.
+    """
+    pairs = [values[k] / bases[k] for k in values.keys() & bases.keys() if bases[k]]
+    return statistics.median(pairs) if pairs else None
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -413,8 +425,10 @@ def execute(
             specs.append(_job_spec(w, cfgs[w], folder, prepared=prep))
         return specs
 
-    def keep(impl: str, records: list[dict[str, Any]]) -> None:
+    def keep(job: Job, records: list[dict[str, Any]]) -> None:
+        impl = job.impl
         for r in records:
+            r["repeat"] = job.repeat
             if r["phase"] == "prepare":
                 prepared[impl] = r
             else:
@@ -444,12 +458,12 @@ def execute(
                 cpus_for(batch[0]),
             )
             for (job, _), records in zip(members, outcomes):
-                keep(job.impl, records)
+                keep(job, records)
             what = f"{', '.join(job.impl for job, _ in members)} interleaved, {block} steps per turn"
         elif members:
             job, specs = members[0]
             keep(
-                job.impl,
+                job,
                 _run_worker(
                     pythons[job.impl],
                     job.impl,
@@ -515,13 +529,17 @@ def collect(
     summaries: dict[tuple[str, str], dict[str, Any]] = {}
     for m in metrics:
         for impl in impls:
-            samples = [
-                r[m.key]
-                for r in results.get((impl, m.workload), [])
-                if r.get("ok") and r.get(m.key) is not None
+            kept = [
+                r for r in results.get((impl, m.workload), []) if r.get("ok") and r.get(m.key) is not None
             ]
-            if samples:
-                summaries[(m.name, impl)] = {**summarize_samples(samples), "samples": samples}
+            if kept:
+                samples = [r[m.key] for r in kept]
+                by_repeat = {r["repeat"]: r[m.key] for r in kept if "repeat" in r}
+                summaries[(m.name, impl)] = {
+                    **summarize_samples(samples),
+                    "samples": samples,
+                    "by_repeat": by_repeat,
+                }
     for m in metrics:
         for impl in impls:
             s = summaries.get((m.name, impl))
@@ -531,7 +549,9 @@ def collect(
                 value, value_min = s["median"], s["min"]
             else:
                 base = summaries.get((f"{m.workload}/{m.ratio_to}", impl) if m.ratio_to else (m.name, "raw"))
-                value = ratio(s["median"], base and base["median"])
+                value = paired_ratio(s["by_repeat"], base["by_repeat"]) if base else None
+                if value is None:
+                    value = ratio(s["median"], base and base["median"])
                 value_min = ratio(s["min"], base and base["min"])
             rec = {
                 "benchmark": BENCHMARK,

@@ -158,6 +158,24 @@ def test_collect_computes_ratios_of_medians_and_judges_the_targets():
     assert table.splitlines()[0] == "| figure | raw | toolkit | target | toolkit verdict | parts verdict |"
 
 
+def test_ratios_pair_the_processes_of_each_repeat():
+    metrics = [Metric("w", "t", "time", 1.05)]
+    # the machine slowed down over the repeats, and toolkit's first process was unlucky:
+    # paired, that is one ratio of three; as a ratio of medians it would move the result
+    raw = [1.0, 2.0, 4.0]
+    tk = [2.5, 2.04, 4.08]
+    results = {
+        ("raw", "w"): [{"ok": True, "t": t, "repeat": i} for i, t in enumerate(raw)],
+        ("toolkit", "w"): [{"ok": True, "t": t, "repeat": i} for i, t in reversed(list(enumerate(tk)))],
+    }
+    rec = {r["impl"]: r for r in bench.collect(results, ["raw", "toolkit"], metrics)}["toolkit"]
+    assert rec["ratio"] == pytest.approx(1.02) and rec["verdict"] == "PASS"  # medians: 2.5 / 2.0
+    results[("toolkit", "w")][2]["repeat"] = 7  # repeat 0 without its raw process: left out
+    rec = {r["impl"]: r for r in bench.collect(results, ["raw", "toolkit"], metrics)}["toolkit"]
+    assert rec["ratio"] == pytest.approx(1.02)
+    assert bench.paired_ratio({0: 3.0}, {1: 1.0}) is None
+
+
 def _training_run(loss: float, steps: int = 4) -> dict:
     return {"ok": True, "steps": steps, "batch": 2, "calls": steps, "final_loss": loss}
 
