@@ -100,7 +100,7 @@ class LossTracker:
         capacity: losses held before folding.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", capacity: int = 64) -> None:
+    def __init__(self, device: torch.device | str = "cpu", capacity: int = 256) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be >= 1")
         self.capacity = capacity
