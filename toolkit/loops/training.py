@@ -92,8 +92,8 @@ class LossTracker:
     losses) they are stacked and folded into four running sums: finite sum, finite
     count, count and raw sum. A logged loss can then leave non-finite values out and
     the number of non-finite values is known, so they are reported instead of passing
-    silently. Appending to a list is the cheapest thing a step can do here: an indexed
-    copy into a preallocated buffer costs a tensor operation per step.
+    silently. A step only appends to a list, which costs less than the indexed copy into
+    a preallocated buffer it replaces; the fold's stack is the one tensor operation.
 
     Args:
         device: where the running sums live (the device of the losses).
