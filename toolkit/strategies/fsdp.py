@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from toolkit.optim.optimizers import fit_param_groups
 from toolkit.precision.base import MixedPrecision, Precision
 from toolkit.strategies.ddp import DDPStrategy
 
@@ -524,6 +525,7 @@ class FSDPStrategy(DDPStrategy):
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
         names = self._param_names(model, optimizer)
+        state = fit_param_groups(state, optimizer)  # a two-group state of equal settings: joined
         by_name = {
             "state": {names[int(i)]: value for i, value in sorted(state["state"].items(), key=lambda kv: int(kv[0]))},
             "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]],
