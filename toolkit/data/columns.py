@@ -105,11 +105,6 @@ def _log_dropped(
     )
 
 
-def _leaves_items_alone(collator: Any) -> bool:
-    """True for the collators known not to modify the items they are given."""
-    return collator is default_data_collator
-
-
 class RemoveColumnsCollator:
     """Wraps a collator, removing from each dict item the keys the model does not take.
 
@@ -148,7 +143,7 @@ class RemoveColumnsCollator:
         self.model_name = model_name
         self.description = description
         self._logged = False
-        self._copies = not _leaves_items_alone(data_collator)
+        self._copies = data_collator is not default_data_collator  # the one known to leave items alone
 
     def _filter(self, feature: Mapping[str, Any]) -> dict[str, Any]:
         assert self._keep is not None and self.signature_columns is not None
