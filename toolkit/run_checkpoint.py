@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 import torch
 
-from toolkit.callbacks.base import TrainerCallback
+from toolkit.callbacks.base import TrainerCallback, without_event_objects
 from toolkit.checkpoint import (
     AsyncCheckpointIO,
     CheckpointCorruptedError,
@@ -535,6 +535,7 @@ class PreemptionAgreement(TrainerCallback):
         flag = torch.tensor(1.0 if self.signalled else 0.0)
         return bool(self.strategy.reduce(flag, "sum").item() > 0)
 
+    @without_event_objects
     def on_step_end(self, args: Any, state: TrainerState, control: Any, **kwargs: Any) -> None:
         """Agree at a due step; stop and save everywhere when a process was signalled."""
         due = (state.global_step % self.every == 0 or state.global_step >= state.max_steps

@@ -13,6 +13,7 @@ from toolkit.callbacks import (
     PrinterCallback,
     ProgressCallback,
     TrainerCallback,
+    without_event_objects,
 )
 from toolkit.state import TrainerControl, TrainerState
 
@@ -202,3 +203,56 @@ def test_remove_by_class():
     handler = CallbackHandler([DefaultFlowCallback(), PrinterCallback()])
     handler.remove_callback(DefaultFlowCallback)
     assert [type(cb) for cb in handler.callbacks] == [PrinterCallback]
+
+
+class _Bare(TrainerCallback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict]] = []
+
+    @without_event_objects
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seen.append(("on_step_end", kwargs))
+
+    @without_event_objects
+    def on_log(self, args, state, control, **kwargs):
+        self.seen.append(("on_log", kwargs))
+
+    def on_save(self, args, state, control, **kwargs):
+        self.seen.append(("on_save", kwargs))
+
+
+def test_marked_events_get_only_their_own_keywords():
+    cb, plain = _Bare(), Recorder()
+    handler = CallbackHandler([cb, plain], model="m", optimizer="o")
+    state, control = TrainerState(), TrainerControl()
+    handler.on_step_end(None, state, control)
+    handler.on_log(None, state, control, logs={"loss": 1.0})
+    handler.on_save(None, state, control)
+    # marked: no objects, but the event's own value (logs) still arrives
+    assert cb.seen == [
+        ("on_step_end", {}),
+        ("on_log", {"logs": {"loss": 1.0}}),
+        ("on_save", {"model": "m", "optimizer": "o"}),  # not marked: every object
+    ]
+    # the other callback of the same events is unaffected by its neighbour's mark
+    assert [kw for _, event, kw in plain.journal if event == "on_step_end"] == [{"model": "m", "optimizer": "o"}]
+
+
+def test_an_unmarked_override_of_a_marked_event_gets_the_objects():
+    class Sub(_Bare):
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seen.append(("sub", kwargs))
+
+    cb = Sub()
+    CallbackHandler([cb], model="m").on_step_end(None, TrainerState(), TrainerControl())
+    assert cb.seen == [("sub", {"model": "m"})]
+
+
+def test_builtin_per_step_callbacks_still_act_without_objects():
+    flow = DefaultFlowCallback()
+    handler = CallbackHandler([flow], model="m")
+    args = type("A", (), {"logging_strategy": "steps", "evaluation_strategy": "no", "save_strategy": "steps",
+                          "logging_first_step": False, "eval_delay": 0})()
+    state = TrainerState(global_step=4, max_steps=10, logging_steps=2, save_steps=4)
+    control = handler.on_step_end(args, state, TrainerControl())
+    assert control.should_log and control.should_save and not control.should_training_stop

@@ -5,19 +5,23 @@ A callback receives ``(args, state, control, **kwargs)`` where kwargs carry the
 objects registered with the handler (model, tokenizer, optimizer, lr_scheduler,
 train_dataloader, eval_dataloader) plus event-specific values (``metrics``, ``logs``).
 Returning a `TrainerControl` replaces the current one; returning ``None`` keeps it.
+An event method marked with `without_event_objects` is called without the registered
+objects (a keyword dict built for every call is the main cost of an event).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from toolkit.state import TrainerControl, TrainerState
 
-__all__ = ["TrainerCallback", "CallbackHandler", "EVENTS"]
+__all__ = ["TrainerCallback", "CallbackHandler", "EVENTS", "without_event_objects"]
 
 logger = logging.getLogger(__name__)
+
+_F = TypeVar("_F")
 
 EVENTS = (
     "on_init_end",
@@ -92,6 +96,36 @@ class TrainerCallback:
         """After each prediction (evaluation) batch."""
 
 
+def without_event_objects(method: _F) -> _F:
+    """Mark an event method that reads none of the handler's objects (model, optimizer...).
+
+    `CallbackHandler` then calls it with ``(args, state, control)`` plus only the
+    event's own keywords (``logs``, ``metrics``), skipping the copy of the objects into
+    a keyword dict, which costs more than most event bodies. The method must still
+    accept ``**kwargs``: other callers may pass them. The mark is read when the callback
+    is registered; an override in a subclass is not marked unless decorated again.
+
+    Example:
+        >>> class StepCounter(TrainerCallback):
+        ...     n = 0
+        ...     @without_event_objects
+        ...     def on_step_end(self, args, state, control, **kwargs):
+        ...         self.n += 1
+        >>> cb = StepCounter()
+        >>> _ = CallbackHandler([cb], model="unused").on_step_end(None, TrainerState(), TrainerControl())
+        >>> cb.n
+        1
+    """
+    method._without_event_objects = True  # type: ignore[attr-defined]
+    return method
+
+
+def _skips_objects(cb: TrainerCallback, event: str) -> bool:
+    own = vars(cb)  # read like _overrides, without the instance's attribute hooks
+    impl = own[event] if event in own else getattr(type(cb), event, None)
+    return bool(getattr(impl, "_without_event_objects", False))
+
+
 def _overrides(cb: TrainerCallback, event: str) -> bool:
     base = getattr(TrainerCallback, event)
     impl = getattr(type(cb), event, base)
@@ -113,13 +147,16 @@ class CallbackHandler:
     def __init__(self, callbacks: Iterable[TrainerCallback | type] = (), **objects: Any) -> None:
         self.callbacks: list[TrainerCallback] = []
         self.objects: dict[str, Any] = dict(objects)
-        self._listeners: dict[str, tuple[TrainerCallback, ...]] = dict.fromkeys(EVENTS, ())
+        # event -> ((callback, called without the objects), ...) for the callbacks overriding it
+        self._listeners: dict[str, tuple[tuple[TrainerCallback, bool], ...]] = dict.fromkeys(EVENTS, ())
         for cb in callbacks:
             self.add_callback(cb)
 
     # registration -------------------------------------------------------
     def _refresh(self) -> None:
-        self._listeners = {e: tuple(cb for cb in self.callbacks if _overrides(cb, e)) for e in EVENTS}
+        self._listeners = {
+            e: tuple((cb, _skips_objects(cb, e)) for cb in self.callbacks if _overrides(cb, e)) for e in EVENTS
+        }
 
     def add_callback(self, callback: TrainerCallback | type) -> None:
         """Add a callback instance, or a callback class to instantiate."""
@@ -169,8 +206,12 @@ class CallbackHandler:
         if not listeners:
             return control
         payload = {**self.objects, **kwargs} if kwargs else self.objects
-        for cb in listeners:
-            result = getattr(cb, event)(args, state, control, **payload)
+        for cb, bare in listeners:
+            method = getattr(cb, event)
+            if bare:
+                result = method(args, state, control, **kwargs) if kwargs else method(args, state, control)
+            else:
+                result = method(args, state, control, **payload)
             if result is not None:
                 control = result
         return control

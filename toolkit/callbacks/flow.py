@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.callbacks.base import TrainerCallback
+from toolkit.callbacks.base import TrainerCallback, without_event_objects
 from toolkit.state import TrainerControl, TrainerState
 from toolkit.types import IntervalStrategy
 from toolkit.utils.intervals import Interval
@@ -87,6 +87,7 @@ class DefaultFlowCallback(TrainerCallback):
         self._save_at_end = self._save.strategy is not IntervalStrategy.NO
         self._args, self._periods = args, periods
 
+    @without_event_objects
     def on_train_begin(
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
@@ -95,6 +96,7 @@ class DefaultFlowCallback(TrainerCallback):
         self._intervals(args, state)
         return control
 
+    @without_event_objects
     def on_step_end(
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
@@ -118,6 +120,7 @@ class DefaultFlowCallback(TrainerCallback):
                 control.should_save = True
         return control
 
+    @without_event_objects
     def on_epoch_end(
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from toolkit.callbacks.base import TrainerCallback
+from toolkit.callbacks.base import TrainerCallback, without_event_objects
 from toolkit.state import TrainerControl, TrainerState
 
 __all__ = ["ProgressCallback", "PrinterCallback"]
@@ -73,6 +73,7 @@ class ProgressCallback(TrainerCallback):
             total=total, leave=leave, file=stream, ascii=True, mininterval=interval, maxinterval=interval
         )
 
+    @without_event_objects
     def on_train_begin(
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
@@ -84,6 +85,7 @@ class ProgressCallback(TrainerCallback):
         self.current_step = 0
         return control
 
+    @without_event_objects
     def on_step_end(
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
