@@ -10,6 +10,7 @@ from torch import nn
 
 from toolkit.data import (
     RemoveColumnsCollator,
+    columns,
     default_data_collator,
     remove_columns_from_hf_dataset,
     signature_columns,
@@ -105,11 +106,33 @@ def test_items_a_collator_could_change_are_copies():
     wrapped = RemoveColumnsCollator(popping_collator, signature_columns(Model()))
     assert wrapped(items) == [1, 0]
     assert all("labels" in item for item in items)  # the dataset's own dicts are intact
+
+
+def test_the_default_collator_gets_the_items_themselves(monkeypatch):
+    items = [{"x": torch.ones(2), "labels": 1}, {"x": torch.zeros(2), "labels": 0}]
     seen = []
-    passthrough = RemoveColumnsCollator(default_data_collator, signature_columns(Model()))
-    passthrough.data_collator = lambda features: seen.extend(features) or default_data_collator(features)
-    passthrough(items)
+
+    def spy(features):
+        seen.extend(features)
+        return default_data_collator(features)
+
+    monkeypatch.setattr(columns, "default_data_collator", spy)
+    columns.RemoveColumnsCollator(spy, signature_columns(Model()))(items)
     assert seen[0] is items[0]  # the default collator changes nothing: no copies made
+
+
+def test_with_the_default_collator_the_first_item_decides():
+    collate = RemoveColumnsCollator(default_data_collator, signature_columns(Model()))
+    # a later item's extra key would be dropped by filtering and is ignored by the
+    # default collator (it reads the first item's keys): the same batch either way
+    items = [{"x": [1.0, 2.0], "label": 1}, {"x": [3.0, 4.0], "label": 0, "text": "extra"}]
+    batch = collate(items)
+    filtered = default_data_collator([{k: v for k, v in i.items() if k != "text"} for i in items])
+    assert batch.keys() == filtered.keys() == {"x", "labels"}
+    assert all(torch.equal(batch[k], filtered[k]) for k in batch)
+    # an extra key in the first item is filtered out of every item
+    first_extra = [{"x": [1.0, 2.0], "label": 1, "idx": 7}, {"x": [3.0, 4.0], "label": 0, "idx": 8}]
+    assert set(collate(first_extra)) == {"x", "labels"}
 
 
 def test_remove_columns_from_hf_dataset(caplog):

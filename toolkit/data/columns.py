@@ -143,7 +143,6 @@ class RemoveColumnsCollator:
         self.model_name = model_name
         self.description = description
         self._logged = False
-        self._copies = data_collator is not default_data_collator  # the one known to leave items alone
 
     def _filter(self, feature: Mapping[str, Any]) -> dict[str, Any]:
         assert self._keep is not None and self.signature_columns is not None
@@ -168,15 +167,22 @@ class RemoveColumnsCollator:
         Returns:
             Whatever the wrapped collator returns.
         """
-        features = list(features)
-        if self._keep is None or not features or not isinstance(features[0], Mapping):
+        if type(features) is not list:
+            features = list(features)
+        if self._keep is None or not features:
             return self.data_collator(features)
-        if set().union(*features) <= self._keep:  # every key of every item (one pass in C)
-            # nothing to drop (the usual case): no filtering key by key, and copies only
-            # for a collator that might change the items (which may be the dataset's own)
-            if self._copies:
-                features = list(map(dict, features))
+        first = features[0]
+        if type(first) is not dict and not isinstance(first, Mapping):
             return self.data_collator(features)
+        if self.data_collator is default_data_collator:
+            # it leaves the items alone and takes the batch's keys from the first item only,
+            # so that item's keys decide whether filtering would change the batch
+            if first.keys() <= self._keep:
+                return self.data_collator(features)
+        elif set().union(*features) <= self._keep:  # every key of every item (one pass in C)
+            # nothing to drop: no filtering key by key, but copies, as a collator other than
+            # the default might change the items (which may be the dataset's own)
+            return self.data_collator(list(map(dict, features)))
         return self.data_collator([self._filter(f) for f in features])
 
 
