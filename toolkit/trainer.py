@@ -197,6 +197,7 @@ class Trainer:
         self._batch_size_search: _BatchSizeSearch | None = None
         self._label_check_step = -1  # the step whose first batch is checked for label_names
         self._step_context: bool | None = None  # enter compute_loss_context_manager per step (None: yes)
+        self._flos_per_token: float | None = None  # set per train() call (None: ask floating_point_ops)
         progress = PrinterCallback if args.disable_tqdm else ProgressCallback
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *_logger_callbacks(args, self.strategy.is_global_zero), *(callbacks or []), progress],
@@ -446,9 +447,15 @@ class Trainer:
         if self.state.global_step == self._label_check_step:  # the first batch of this train() call
             self._label_check_step = -1
             _check_label_names(self.args.label_names, inputs)
-        if self._count_tokens:
-            self._tokens_seen += _batch_tokens(inputs)
-        self.current_flos += float(self.floating_point_ops(inputs))
+        if self._flos_per_token is None:
+            self.current_flos += float(self.floating_point_ops(inputs))
+            if self._count_tokens:
+                self._tokens_seen += _batch_tokens(inputs)
+        else:
+            tokens = _batch_tokens(inputs)
+            self.current_flos += self._flos_per_token * tokens
+            if self._count_tokens:
+                self._tokens_seen += tokens
         return self.training_step(model, inputs)
 
     def prediction_step(
@@ -619,6 +626,11 @@ class Trainer:
             or cls.autocast_smart_context_manager is not Trainer.autocast_smart_context_manager
             or self.strategy.autocasts
         )
+        # the default FLOPs estimate (6 x trainable parameters x tokens) as one multiply per step,
+        # unless a subclass or the model counts FLOPs itself
+        self._flos_per_token = None
+        if cls.floating_point_ops is Trainer.floating_point_ops and getattr(self.model, "floating_point_ops", None) is None:
+            self._flos_per_token = float(6 * sum(p.numel() for p in self.model.parameters() if p.requires_grad))
         debugger = DebugUnderflowOverflow(self.model) if DebugOption.UNDERFLOW_OVERFLOW in args.debug else None
         try:
             with self.checkpointer.preemption_guard(loop):

@@ -67,6 +67,36 @@ def test_log_history_every_three_steps_and_final_metrics(h, tmp_path):
     assert final["epoch"] == pytest.approx(1.0)
 
 
+def test_total_flos_counts_six_flops_per_parameter_and_token(h, tmp_path):
+    # 10 samples in batches of 4: 4 + 4 + 2 samples (the last batch is smaller)
+    model = h.seeded(h.Regressor)
+    _, out = _train(h, tmp_path / "samples", data=h.regression_data(10), model=model, num_train_epochs=1)
+    params = sum(p.numel() for p in model.parameters())
+    assert out.metrics["total_flos"] == 6 * params * 10
+    # with input_ids the tokens are their elements
+    tokens = h.token_data(6)
+    _, out = _train(h, tmp_path / "tokens", data=tokens, model=h.seeded(h.TokenModel), num_train_epochs=1)
+    params = sum(p.numel() for p in h.TokenModel().parameters())
+    assert out.metrics["total_flos"] == 6 * params * sum(t["input_ids"].numel() for t in tokens)
+
+
+def test_total_flos_from_the_model_or_an_override(h, tmp_path):
+    class Counted(h.Regressor):
+        def floating_point_ops(self, inputs):
+            return 1000 * len(inputs["x"])
+
+    _, out = _train(h, tmp_path / "model", data=h.regression_data(10), model=Counted(), num_train_epochs=1)
+    assert out.metrics["total_flos"] == 1000 * 10
+
+    class FlopsTrainer(Trainer):
+        def floating_point_ops(self, inputs):
+            return 7
+
+    trainer = FlopsTrainer(h.seeded(h.Regressor), h.make_args(tmp_path / "override", num_train_epochs=1),
+                           train_dataset=h.regression_data(10))
+    assert trainer.train().metrics["total_flos"] == 7 * 3  # three steps
+
+
 def test_logging_first_step_adds_step_one(h, tmp_path):
     trainer, _ = _train(h, tmp_path, max_steps=10, logging_steps=3, logging_first_step=True)
     assert [s for s, _ in h.train_losses(trainer.state.log_history)] == [1, 3, 6, 9]
