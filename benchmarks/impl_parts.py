@@ -33,18 +33,12 @@ __all__ = ["WORKLOADS", "prepare"]
 
 
 class _Hooks(TrainerCallback):
-    """Timing, optional log/save intervals and progress bar, and a first-step hook."""
+    """Timing, optional log/save intervals and progress bar."""
 
     def __init__(
-        self,
-        clock: W.Clock,
-        logging_steps: int = 0,
-        save_steps: int = 0,
-        bar: bool = False,
-        before_first_step: Callable[[], None] | None = None,
+        self, clock: W.Clock, logging_steps: int = 0, save_steps: int = 0, bar: bool = False
     ) -> None:
         self.clock, self.logging_steps, self.save_steps = clock, logging_steps, save_steps
-        self.before_first_step = before_first_step
         self.bar = None
         if bar:
             from tqdm.auto import tqdm
@@ -55,11 +49,6 @@ class _Hooks(TrainerCallback):
         if self.bar is not None:
             self.bar.reset(total=state.max_steps)
             self.bar.update(state.global_step)
-
-    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.before_first_step is not None:
-            self.before_first_step()
-            self.before_first_step = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step
@@ -74,6 +63,20 @@ class _Hooks(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class _FirstStepHooks(_Hooks):
+    """`_Hooks` plus a call before the first step (a separate class, so that the runs
+    without it have no ``on_step_begin`` listener)."""
+
+    def __init__(self, clock: W.Clock, before_first_step: Callable[[], None]) -> None:
+        super().__init__(clock)
+        self.before_first_step: Callable[[], None] | None = before_first_step
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.before_first_step is not None:
+            self.before_first_step()
+            self.before_first_step = None
 
 
 class _Run:
@@ -224,7 +227,7 @@ def _checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
 
     clock = W.Clock()
     clock.start()
-    holder["run"] = run = _Run(model2, ds, cfg, 2, _Hooks(clock, before_first_step=check))
+    holder["run"] = run = _Run(model2, ds, cfg, 2, _FirstStepHooks(clock, check))
     run.resume(os.path.join(sync_dir, "checkpoint-1"))
     run.loop.run()
     out["load_s"] = clock.to_first_step() - out.pop("spent")

@@ -60,13 +60,6 @@ def _clock_callback(
     on_first_step_begin: Callable[[], None] | None = None,
 ) -> Any:
     class ClockCallback(api.TrainerCallback):
-        begun = False
-
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if on_first_step_begin is not None and not self.begun:
-                self.begun = True
-                on_first_step_begin()
-
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             clock.step(state.global_step)
 
@@ -74,7 +67,18 @@ def _clock_callback(
             if on_save is not None:
                 on_save()
 
-    return ClockCallback()
+    if on_first_step_begin is None:  # an event the timing does not need is not overridden
+        return ClockCallback()
+
+    class FirstStepClockCallback(ClockCallback):
+        begun = False
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if not self.begun:
+                self.begun = True
+                on_first_step_begin()
+
+    return FirstStepClockCallback()
 
 
 def _training(
