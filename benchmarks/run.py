@@ -48,6 +48,7 @@ __all__ = [
     "schedule",
     "summarize_samples",
     "ratio",
+    "paired_turn_ratio",
     "verdict",
     "collect",
     "check_results",
@@ -133,6 +134,22 @@ def paired_ratio(values: dict[int, float], bases: dict[int, float]) -> float | N
     """
     pairs = [values[k] / bases[k] for k in values.keys() & bases.keys() if bases[k]]
     return statistics.median(pairs) if pairs else None
+
+
+def paired_turn_ratio(turns: dict[int, list[float]], bases: dict[int, list[float]]) -> float | None:
+    """The median over repeats of each repeat's median of turn-by-turn ratios.
+
+    In an interleaved repeat, turn ``i`` of every implementation ran within one round of
+    turns (tens of milliseconds apart), so the ratio of two such turns is little touched
+    by the machine's changes of speed, which a whole-window mean carries in. Repeats
+    whose turn counts differ are left out; None when no repeat pairs.
+    """
+    per_repeat = []
+    for k in turns.keys() & bases.keys():
+        a, b = turns[k], bases[k]
+        if a and len(a) == len(b) and all(b):
+            per_repeat.append(statistics.median(x / y for x, y in zip(a, b)))
+    return statistics.median(per_repeat) if per_repeat else None
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -535,10 +552,14 @@ def collect(
             if kept:
                 samples = [r[m.key] for r in kept]
                 by_repeat = {r["repeat"]: r[m.key] for r in kept if "repeat" in r}
+                turns = f"{m.key}_turns"
                 summaries[(m.name, impl)] = {
                     **summarize_samples(samples),
                     "samples": samples,
                     "by_repeat": by_repeat,
+                    "turns_by_repeat": {
+                        r["repeat"]: r[turns] for r in kept if "repeat" in r and r.get(turns)
+                    },
                 }
     for m in metrics:
         for impl in impls:
@@ -549,7 +570,11 @@ def collect(
                 value, value_min = s["median"], s["min"]
             else:
                 base = summaries.get((f"{m.workload}/{m.ratio_to}", impl) if m.ratio_to else (m.name, "raw"))
-                value = paired_ratio(s["by_repeat"], base["by_repeat"]) if base else None
+                value = None
+                if base and m.by_turn:
+                    value = paired_turn_ratio(s["turns_by_repeat"], base["turns_by_repeat"])
+                if base and value is None:
+                    value = paired_ratio(s["by_repeat"], base["by_repeat"])
                 if value is None:
                     value = ratio(s["median"], base and base["median"])
                 value_min = ratio(s["min"], base and base["min"])

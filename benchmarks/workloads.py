@@ -76,6 +76,10 @@ class Metric:
         unit: ``"s"``, ``"ms"`` (shown in ms, stored in s) or ``"MB"``.
         ratio_to: Another key of the same implementation's result to divide by,
             instead of raw's figure (e.g. the async stall over the synchronous save).
+        by_turn: The ratio to raw compares the turns of an interleaved run one by one
+            (``<key>_turns`` of the results, see `Clock.turns`): each repeat's ratio is
+            the median of the per-turn ratios. Only for figures whose every step does
+            the same work: a median over turns leaves out a periodic cost (a save, a log).
     """
 
     workload: str
@@ -85,6 +89,7 @@ class Metric:
     absolute: bool = False
     unit: str = "s"
     ratio_to: str | None = None
+    by_turn: bool = False
 
     @property
     def name(self) -> str:
@@ -105,11 +110,11 @@ WORKLOADS: dict[str, str] = {
 }
 
 METRICS: list[Metric] = [
-    Metric("mlp", "step_s", "tiny MLP step, extras off", 1.05, unit="ms"),
+    Metric("mlp", "step_s", "tiny MLP step, extras off", 1.05, unit="ms", by_turn=True),
     Metric("mlp_default", "step_s", "tiny MLP step, default extras", 1.15, unit="ms"),
     Metric("mlp", "e2e_s", "construction + train() end to end", 1.2),
     Metric("mlp", "first_step_s", "train() call to end of first step", 2.0),
-    Metric("transformer", "step_s", "small transformer step", 1.02, unit="ms"),
+    Metric("transformer", "step_s", "small transformer step", 1.02, unit="ms", by_turn=True),
     Metric("predict_fixed", "predict_s", "predict, fixed size: time", 1.1),
     Metric("predict_fixed", "rss_mb", "predict, fixed size: peak RSS growth", 1.1, unit="MB"),
     Metric("predict_varlen", "predict_s", "predict, variable length: time", 1.1),
@@ -170,10 +175,11 @@ _QUICK: dict[str, dict[str, Any]] = {
 
 
 #: The workloads run as interleaved groups (see `Baton`), with the steps per turn of a
-#: measured window: about 0.1 s of the tiny MLP, 1 s of the transformer. (Not the
-#: checkpoint workload: the kernel would write back one implementation's unsynced files
-#: during another's turn.)
-INTERLEAVE_BLOCKS: dict[str, int] = {"mlp": 100, "mlp_default": 100, "transformer": 3}
+#: measured window: about 25 ms of the tiny MLP (this machine's speed changes within a
+#: tenth of a second, so turns are short), 1 s of the transformer. (Not the checkpoint
+#: workload: the kernel would write back one implementation's unsynced files during
+#: another's turn.)
+INTERLEAVE_BLOCKS: dict[str, int] = {"mlp": 20, "mlp_default": 20, "transformer": 3}
 
 
 def config_for(workload: str, quick: bool) -> dict[str, Any]:
@@ -254,6 +260,8 @@ class Clock:
         self.paused = 0.0
         #: (handed the turn on, got it back) pairs, perf_counter seconds.
         self.handoffs: list[tuple[float, float]] = []
+        #: The step at which each of `handoffs` happened.
+        self.handoff_steps: list[int] = []
         self._baton = _BATON
         self._pauses: set[int] = set()
         if self._baton is not None and len(self.marks) >= 2:
@@ -276,12 +284,24 @@ class Clock:
             self._baton.wait_turn()
             back = time.perf_counter()
             self.handoffs.append((now, back))
+            self.handoff_steps.append(global_step)
             self.paused += back - now
 
     def per_step(self, warm: int, end: int) -> float:
         """Mean seconds per step between the ends of steps ``warm`` and ``end`` (turns
         given to other workers left out)."""
         return (self.at[end] - self.at[warm] - self.paused) / (end - warm)
+
+    def turns(self, end: int) -> list[float]:
+        """Mean seconds per step of each turn of the measured window ending at step
+        ``end``: from getting the turn back to handing it on (the last turn: to ``end``).
+        Empty without turn-taking."""
+        if not self.handoffs:
+            return []
+        starts = [back for _, back in self.handoffs]
+        ends = [out for out, _ in self.handoffs[1:]] + [self.at[end]]
+        steps = [b - a for a, b in zip(self.handoff_steps, self.handoff_steps[1:] + [end])]
+        return [(t1 - t0) / n for t0, t1, n in zip(starts, ends, steps)]
 
     def to_first_step(self) -> float:
         """Seconds from `start` to the end of the first step."""
@@ -516,6 +536,7 @@ def training_result(
         "e2e_s": e2e_s - clock.paused,
         "paused_s": clock.paused,
         "handoffs": clock.handoffs,
+        "step_s_turns": clock.turns(steps),
         "first_step_s": clock.to_first_step(),
         "steps": clock.last_step,
         "batch": model.last_batch,

@@ -176,12 +176,52 @@ def test_ratios_pair_the_processes_of_each_repeat():
     assert bench.paired_ratio({0: 3.0}, {1: 1.0}) is None
 
 
+def test_by_turn_ratios_pair_the_turns_of_each_repeat():
+    metrics = [Metric("w", "t", "step", 1.05, by_turn=True), Metric("w", "u", "other", 1.05)]
+    # the machine ran at half speed during raw's second turn and toolkit's second turn of
+    # repeat 0 alike, and during toolkit's third turn only: a whole-window mean carries the
+    # slow turn in, the median of turn-by-turn ratios does not
+    raw_turns = [[1.0, 2.0, 1.0], [1.0, 1.0, 1.0]]
+    tk_turns = [[1.02, 2.04, 2.04], [1.03, 1.03, 1.03]]
+    results = {
+        impl: [
+            {"ok": True, "t": sum(t) / 3, "t_turns": t, "u": sum(t) / 3, "repeat": i}
+            for i, t in enumerate(turns)
+        ]
+        for impl, turns in (("raw", raw_turns), ("toolkit", tk_turns))
+    }
+    results = {(impl, "w"): runs for impl, runs in results.items()}
+    recs = {
+        r["name"]: r for r in bench.collect(results, ["raw", "toolkit"], metrics) if r["impl"] == "toolkit"
+    }
+    assert recs["w/t"]["ratio"] == pytest.approx((1.02 + 1.03) / 2) and recs["w/t"]["verdict"] == "PASS"
+    assert recs["w/u"]["ratio"] == pytest.approx((5.1 / 4 + 1.03) / 2)  # by window: the slow turn counts
+    assert bench.paired_turn_ratio({0: [1.0, 2.0]}, {0: [1.0]}) is None  # turn counts differ: no pair
+    assert bench.paired_turn_ratio({0: [2.0]}, {1: [1.0]}) is None
+    # without turns (a run that was not interleaved) the by-window pairing is used
+    for runs in results.values():
+        for r in runs:
+            del r["t_turns"]
+    rec = next(
+        r
+        for r in bench.collect(results, ["raw", "toolkit"], metrics)
+        if r["name"] == "w/t" and r["impl"] == "toolkit"
+    )
+    assert rec["ratio"] == pytest.approx(recs["w/u"]["ratio"])
+
+
 def _training_run(loss: float, steps: int = 4) -> dict:
     return {"ok": True, "steps": steps, "batch": 2, "calls": steps, "final_loss": loss}
 
 
 def _checkpoint_run(saved: str, loaded: str, saves: int) -> dict:
-    return {"ok": True, "saved_digest": saved, "loaded_digest": loaded, "steps": 2, "save_samples_s": [0.1] * saves}
+    return {
+        "ok": True,
+        "saved_digest": saved,
+        "loaded_digest": loaded,
+        "steps": 2,
+        "save_samples_s": [0.1] * saves,
+    }
 
 
 def test_checks_catch_wrong_losses_predictions_checkpoints_and_resumes():
@@ -302,6 +342,11 @@ def test_clock_hands_the_turn_on_and_leaves_the_wait_out():
     assert len(turns) == 3 and len(clock.handoffs) == 3
     assert clock.paused >= 0.15 - 1e-3
     assert clock.per_step(2, 11) < 0.01  # the three 50 ms waits are not in the step time
+    # three turns of 3 steps (2-5, 5-8, 8-11), waits left out: together the window's mean
+    assert clock.handoff_steps == [2, 5, 8]
+    per_turn = clock.turns(11)
+    assert len(per_turn) == 3 and all(0 <= t < 0.01 for t in per_turn)
+    assert sum(per_turn) / 3 == pytest.approx(clock.per_step(2, 11))
     assert clock.to_first_step() < 0.05
     with pytest.raises(ValueError, match="block"):
         W.Baton(0, 1, block=0)
