@@ -427,7 +427,7 @@ class Trainer:
         else:
             with self.compute_loss_context_manager():
                 loss = self.compute_loss(model, inputs)
-        if not isinstance(loss, torch.Tensor):
+        if type(loss) is not torch.Tensor and not isinstance(loss, torch.Tensor):
             raise TypeError(f"The training loss must be a torch.Tensor, got {type(loss).__name__} {loss!r}: return "
                             "the loss as a tensor from the model (or from compute_loss).")
         if loss.dim():

@@ -250,6 +250,15 @@ def test_nested_to_keeps_tensors_already_on_the_device():
         assert nested_to(batch, "cuda")["x"].is_cuda
 
 
+def test_nested_to_moves_tensors_found_elsewhere():
+    # a tensor on another device is moved, also on the CPU path that reads a flag per tensor
+    assert nested_to({"x": torch.ones(2), "n": 1}, "meta")["x"].is_meta
+    with pytest.raises(NotImplementedError, match="meta"):  # a move to the CPU was attempted
+        nested_to({"x": torch.ones(2), "y": torch.empty(2, device="meta")}, "cpu")
+    with pytest.raises(NotImplementedError, match="meta"):
+        nested_to((torch.empty(2, device="meta"),), torch.device("cpu"))
+
+
 OPTIONAL = (
     "tensorboard",
     "mlflow",

@@ -155,11 +155,16 @@ def compute_loss(
     if label_smoother is not None and isinstance(inputs, Mapping) and "labels" in inputs:
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-    outputs = outputs_to_container(call_model(model, inputs))
+    # a dict batch and dict outputs (the common case) skip the helpers' type dispatch
+    outputs = model(**inputs) if type(inputs) is dict else call_model(model, inputs)
+    if type(outputs) is not dict:
+        outputs = outputs_to_container(outputs)
     if labels is not None:
         loss = label_smoother(_logits_of(outputs), labels)
+    elif type(outputs) is dict and outputs.get("loss") is not None:
+        loss = outputs["loss"]
     else:
-        loss = loss_from_outputs(outputs)
+        loss = loss_from_outputs(outputs)  # also the errors naming what the outputs hold
     return (loss, outputs) if return_outputs else loss
 
 

@@ -158,7 +158,7 @@ class Strategy:
 
     def batch_to_device(self, batch: Any) -> Any:
         """Move a batch to this strategy's device (and input dtype)."""
-        return self.precision.convert_input(move_to_device(batch, self.device, non_blocking=True))
+        return self.precision.convert_input(nested_to(batch, self.device, non_blocking=True))
 
     # step ------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 __all__ = [
     "nested_map",
@@ -119,16 +120,31 @@ def nested_to(tree: Tree, device: torch.device | str, non_blocking: bool = False
     """
     if type(device) is not torch.device:
         device = torch.device(device)
-    if type(tree) in _FLAT_CONTAINERS and _all_on(tree.values() if type(tree) is dict else tree, device):
+    kind = type(tree)
+    if kind is dict or kind is tuple or kind is list:
         # The common training batch (a flat dict or tuple of tensors already on the device,
         # e.g. CPU training): a shallow copy, no per-tensor call.
-        return tree if type(tree) is tuple else type(tree)(tree)
+        values = tree.values() if kind is dict else tree
+        if _all_on_cpu(values) if device == _CPU else _all_on(values, device):
+            return tree if kind is tuple else kind(tree)
     return nested_map(
         lambda t: t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t, tree
     )
 
 
-_FLAT_CONTAINERS = (dict, tuple, list)
+_CPU = torch.device("cpu")
+_PLAIN = (int, float, str, bool)
+
+
+def _all_on_cpu(values: Any) -> bool:
+    """`_all_on` for the CPU (a flag read per tensor instead of a device object built)."""
+    for v in values:
+        if type(v) is Tensor or isinstance(v, Tensor):  # exact type first: no metaclass check
+            if not v.is_cpu:
+                return False
+        elif v is not None and not isinstance(v, _PLAIN):
+            return False
+    return True
 
 
 def _all_on(values: Any, device: torch.device) -> bool:
@@ -137,7 +153,7 @@ def _all_on(values: Any, device: torch.device) -> bool:
         if isinstance(v, torch.Tensor):
             if v.device != device:
                 return False
-        elif v is not None and not isinstance(v, (int, float, str, bool)):
+        elif v is not None and not isinstance(v, _PLAIN):
             return False  # a nested container or another object: take the general path
     return True
 
