@@ -314,3 +314,27 @@ def test_importing_the_trainer_leaves_fsdp_and_dcp_unloaded():
     assert "toolkit.run_checkpoint" in new  # the check sees what the Trainer imports
     heavy = {"toolkit.strategies.fsdp", "torch.distributed.fsdp", "torch.distributed.checkpoint"}
     assert not new & heavy, sorted(new & heavy)
+
+
+def test_gradient_accumulators_are_kept_between_steps():
+    # a hook on a parameter's gradient accumulator, taken (and let go) before step 2, keeps
+    # firing only if autograd reuses that node instead of building a new one per forward
+    model = MLP()
+    fired: list[int] = []
+
+    class HookOnce(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                weight = model.net[0].weight
+                node = weight.view_as(weight).grad_fn.next_functions[0][0]
+                node.register_hook(lambda *_: fired.append(loop.state.global_step))
+
+    loader = torch.utils.data.DataLoader(_dataset(32), batch_size=4, collate_fn=toolkit.default_data_collator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loop = TrainLoop(model, optimizer, loader, max_steps=4, callbacks=CallbackHandler([HookOnce()]))
+    loop.run()
+    assert fired == [1, 2, 3]  # the backward of steps 2, 3 and 4 (before each step's count)
+    # strategies whose engines own the parameters hold none
+    from toolkit.strategies.xla import XLAStrategy
+
+    assert XLAStrategy.grad_accumulators(object.__new__(XLAStrategy), model) == []

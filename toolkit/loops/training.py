@@ -500,6 +500,9 @@ class TrainLoop:
         # one micro-batch per step on one process (the common case): its weight is 1 and the
         # batches need no grouping (zip() makes the 1-tuples without a Python frame per batch)
         unit_windows = ga == 1 and strategy.world_size == 1
+        # held for the run, so that autograd reuses them instead of rebuilding one per
+        # parameter in every forward (a hand-written loop's previous graph does the same)
+        accumulators = strategy.grad_accumulators(self.model)  # noqa: F841 - kept alive only
         self.control = cb.on_train_begin(args, state, self.control)
         while (
             self.epoch < num_epochs

@@ -156,6 +156,23 @@ class Strategy:
         """The user's module under any wrapper this strategy added."""
         return model
 
+    def grad_accumulators(self, model: nn.Module) -> list[Any]:
+        """The autograd nodes that accumulate the gradients of ``model``'s parameters.
+
+        Autograd keeps a parameter's accumulator only while something holds it; a loop
+        that holds these between steps (as a hand-written loop's previous ``loss`` and
+        its graph do) spares autograd building them again in every forward. Only plain
+        ``nn.Parameter`` objects count; strategies whose engines replace or shard the
+        parameters (FSDP, DeepSpeed, XLA) return none, and their wrappers hold what
+        they need.
+        """
+        with torch.enable_grad():
+            return [
+                p.view_as(p).grad_fn.next_functions[0][0]
+                for p in model.parameters()
+                if p.requires_grad and type(p) is nn.Parameter
+            ]
+
     def batch_to_device(self, batch: Any) -> Any:
         """Move a batch to this strategy's device (and input dtype)."""
         return self.precision.convert_input(nested_to(batch, self.device, non_blocking=True))

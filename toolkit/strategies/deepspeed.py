@@ -322,6 +322,10 @@ class DeepSpeedStrategy(DDPStrategy):
             return torch.float16
         return torch.float32
 
+    def grad_accumulators(self, model: nn.Module) -> list[Any]:
+        """None held: the DeepSpeed engine partitions the parameters and hooks their gradients itself."""
+        return []
+
     def setup_module(self, model: nn.Module) -> nn.Module:
         """The engine once `setup` built it (DeepSpeed wraps model and optimizer together)."""
         if self.engine is not None and (model is self.engine or model is self.engine.module):

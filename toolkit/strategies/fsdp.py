@@ -358,6 +358,10 @@ class FSDPStrategy(DDPStrategy):
             return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
         return MixedPrecisionPolicy()
 
+    def grad_accumulators(self, model: nn.Module) -> list[Any]:
+        """None held: `fully_shard` replaces the parameters by sharded ones."""
+        return []
+
     def setup_module(self, model: nn.Module) -> nn.Module:
         """Checkpoint activations, `fully_shard` the chosen layers then the root (in place).
 

@@ -133,6 +133,10 @@ class XLAStrategy(Strategy):
         loader_module = _import("torch_xla.distributed.parallel_loader")
         return XLADeviceLoader(dataloader, loader_module.MpDeviceLoader(dataloader, self.device))
 
+    def grad_accumulators(self, model: nn.Module) -> list[Any]:
+        """None held: XLA traces the parameters' graph lazily."""
+        return []
+
     def batch_to_device(self, batch: Any) -> Any:
         """Mark the step boundary (as ``MpDeviceLoader`` does), then move the batch."""
         self.xm.mark_step()
