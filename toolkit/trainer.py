@@ -344,7 +344,7 @@ class Trainer:
         if self._model_flops is not None:
             return self._model_flops(inputs)
         if self._num_params is None:
-            self._num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            self._num_params = _trainable_parameters(model)
         return 6 * self._num_params * _batch_tokens(inputs)
 
     # ----------------------------------------------------------------- optimizer
@@ -449,13 +449,12 @@ class Trainer:
             _check_label_names(self.args.label_names, inputs)
         if self._flos_per_token is None:
             self.current_flos += float(self.floating_point_ops(inputs))
-            if self._count_tokens:
-                self._tokens_seen += _batch_tokens(inputs)
+            tokens = _batch_tokens(inputs) if self._count_tokens else 0
         else:
             tokens = _batch_tokens(inputs)
             self.current_flos += self._flos_per_token * tokens
-            if self._count_tokens:
-                self._tokens_seen += tokens
+        if self._count_tokens:
+            self._tokens_seen += tokens
         return self.training_step(model, inputs)
 
     def prediction_step(
@@ -630,7 +629,7 @@ class Trainer:
         # unless a subclass or the model counts FLOPs itself
         self._flos_per_token = None
         if cls.floating_point_ops is Trainer.floating_point_ops and getattr(self.model, "floating_point_ops", None) is None:
-            self._flos_per_token = float(6 * sum(p.numel() for p in self.model.parameters() if p.requires_grad))
+            self._flos_per_token = float(6 * _trainable_parameters(self.model))
         debugger = DebugUnderflowOverflow(self.model) if DebugOption.UNDERFLOW_OVERFLOW in args.debug else None
         try:
             with self.checkpointer.preemption_guard(loop):
@@ -850,6 +849,11 @@ class Trainer:
         if self.hub_sync is None:
             self.hub_sync = HubSync(self)
         return self.hub_sync.push_to_hub(commit_message, blocking=blocking, **kwargs)
+
+
+def _trainable_parameters(model: nn.Module) -> int:
+    """Elements of the parameters that require gradients (the FLOPs estimate's count)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _batch_tokens(inputs: Any) -> int:

@@ -120,16 +120,19 @@ def without_event_objects(method: _F) -> _F:
     return method
 
 
+def _event_impl(cb: TrainerCallback, event: str) -> Any:
+    """The function ``cb`` runs for ``event`` (its own attribute, else its class's), read
+    without the instance's attribute hooks."""
+    own = vars(cb)
+    return own[event] if event in own else getattr(type(cb), event, None)
+
+
 def _skips_objects(cb: TrainerCallback, event: str) -> bool:
-    own = vars(cb)  # read like _overrides, without the instance's attribute hooks
-    impl = own[event] if event in own else getattr(type(cb), event, None)
-    return bool(getattr(impl, "_without_event_objects", False))
+    return bool(getattr(_event_impl(cb, event), "_without_event_objects", False))
 
 
 def _overrides(cb: TrainerCallback, event: str) -> bool:
-    base = getattr(TrainerCallback, event)
-    impl = getattr(type(cb), event, base)
-    return impl is not base or event in vars(cb)
+    return _event_impl(cb, event) is not getattr(TrainerCallback, event)
 
 
 class CallbackHandler:

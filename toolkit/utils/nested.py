@@ -125,7 +125,7 @@ def nested_to(tree: Tree, device: torch.device | str, non_blocking: bool = False
         # The common training batch (a flat dict or tuple of tensors already on the device,
         # e.g. CPU training): a shallow copy, no per-tensor call.
         values = tree.values() if kind is dict else tree
-        if _all_on_cpu(values) if device == _CPU else _all_on(values, device):
+        if _all_on(values, device):
             return tree if kind is tuple else kind(tree)
     return nested_map(
         lambda t: t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t, tree
@@ -136,22 +136,12 @@ _CPU = torch.device("cpu")
 _PLAIN = (int, float, str, bool)
 
 
-def _all_on_cpu(values: Any) -> bool:
-    """`_all_on` for the CPU (a flag read per tensor instead of a device object built)."""
-    for v in values:
-        if type(v) is Tensor or isinstance(v, Tensor):  # exact type first: no metaclass check
-            if not v.is_cpu:
-                return False
-        elif v is not None and not isinstance(v, _PLAIN):
-            return False
-    return True
-
-
 def _all_on(values: Any, device: torch.device) -> bool:
     """True when every value is a tensor on ``device`` (or a scalar, string or None)."""
+    cpu = device == _CPU  # then a flag read per tensor instead of a device object built
     for v in values:
-        if isinstance(v, torch.Tensor):
-            if v.device != device:
+        if type(v) is Tensor or isinstance(v, Tensor):  # exact type first: no metaclass check
+            if not v.is_cpu if cpu else v.device != device:
                 return False
         elif v is not None and not isinstance(v, _PLAIN):
             return False  # a nested container or another object: take the general path
