@@ -11,7 +11,6 @@ loading is ``fit(ckpt_path=...)``. Predictions go through ``Trainer.predict``.
 
 from __future__ import annotations
 
-import gc
 import os
 import statistics
 import time
@@ -121,15 +120,14 @@ def _predict(workload: str, cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[st
     trainer = _trainer(ctx["workdir"], 1, inference_mode=True)
     loader = _loader(ds, cfg, shuffle=False, collate=W.pad_collate if varlen else default_collate)
     module = _Module(model, 1)
-    gc.collect()
-    with W.PeakRSS() as mem:
-        start = time.perf_counter()
+
+    def predict() -> Any:
         outs = trainer.predict(module, loader)
         preds = W.stack_predictions(outs, varlen)  # Lightning returns the list of batch outputs
         del outs
-        array = preds.numpy()
-        seconds = time.perf_counter() - start
-    return W.predict_result(seconds, mem, array)
+        return preds.numpy()
+
+    return W.predict_rounds(predict, cfg.get("rounds", 1))
 
 
 def _checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:

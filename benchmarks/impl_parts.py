@@ -8,7 +8,6 @@ with the extras: log and save intervals, a tqdm bar), `CheckpointManager` over
 
 from __future__ import annotations
 
-import gc
 import os
 import statistics
 import time
@@ -171,12 +170,11 @@ def _predict(workload: str, cfg: dict[str, Any]) -> dict[str, Any]:
     model, ds = W.build(workload, cfg)
     collate = W.pad_collate if workload == "predict_varlen" else default_data_collator
     loader = DataLoader(ds, batch_size=cfg["batch_size"], collate_fn=collate)
-    gc.collect()
-    with W.PeakRSS() as mem:
-        start = time.perf_counter()
-        preds = EvaluationLoop(prediction_step=prediction_step).run(model, loader, "Prediction").predictions
-        seconds = time.perf_counter() - start
-    return W.predict_result(seconds, mem, preds)
+
+    def predict() -> Any:
+        return EvaluationLoop(prediction_step=prediction_step).run(model, loader, "Prediction").predictions
+
+    return W.predict_rounds(predict, cfg.get("rounds", 1))
 
 
 def _checkpoint(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ tqdm bar, a log every ``logging_steps`` and a checkpoint every ``save_steps``
 
 from __future__ import annotations
 
-import gc
 import os
 import statistics
 import time
@@ -139,9 +138,8 @@ def _predict(workload: str, cfg: dict[str, Any]) -> dict[str, Any]:
     loader = DataLoader(
         ds, batch_size=cfg["batch_size"], collate_fn=W.pad_collate if varlen else default_collate
     )
-    gc.collect()
-    with W.PeakRSS() as mem:
-        start = time.perf_counter()
+
+    def predict() -> Any:
         model.eval()
         outs = []
         with torch.no_grad():
@@ -149,9 +147,9 @@ def _predict(workload: str, cfg: dict[str, Any]) -> dict[str, Any]:
                 outs.append(model(**batch)["logits"])
         preds = W.stack_predictions(outs, varlen)
         del outs
-        array = preds.numpy()
-        seconds = time.perf_counter() - start
-    return W.predict_result(seconds, mem, array)
+        return preds.numpy()
+
+    return W.predict_rounds(predict, cfg.get("rounds", 1))
 
 
 def predict_fixed(cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:

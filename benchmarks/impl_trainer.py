@@ -8,7 +8,6 @@ toolkit's `Trainer` reproduces the API of the HF Trainer, so one driver serves b
 
 from __future__ import annotations
 
-import gc
 import os
 import statistics
 import time
@@ -104,12 +103,7 @@ def _predict(api: TrainerAPI, workload: str, cfg: dict[str, Any], ctx: dict[str,
     varlen = workload == "predict_varlen"
     args = _args(api, ctx["workdir"], cfg, 1)
     trainer = api.Trainer(model=model, args=args, data_collator=W.pad_collate if varlen else None)
-    gc.collect()
-    with W.PeakRSS() as mem:
-        start = time.perf_counter()
-        preds = trainer.predict(ds).predictions
-        seconds = time.perf_counter() - start
-    return W.predict_result(seconds, mem, preds)
+    return W.predict_rounds(lambda: trainer.predict(ds).predictions, cfg.get("rounds", 1))
 
 
 def _checkpoint(api: TrainerAPI, cfg: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:

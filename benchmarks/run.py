@@ -71,8 +71,10 @@ PREDICT = ("predict_fixed", "predict_varlen")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Workloads run this many times ``--repeats``: their processes are cheap (about 20 s a
-#: group) and the tiny-MLP step differs by several percent from one process to another.
-REPEAT_FACTORS = {"mlp": 3, "mlp_default": 3}
+#: group for the tiny MLP, 3 s a process for resume), the tiny-MLP step differs by
+#: several percent from one process to another, and a resume's first step takes about
+#: 10 ms, which one slow moment of the machine doubles.
+REPEAT_FACTORS = {"mlp": 3, "mlp_default": 3, "resume": 3}
 
 #: Workloads whose workers are never pinned: toolkit's checkpoint IO uses helper threads.
 UNPINNED = {"checkpoint"}

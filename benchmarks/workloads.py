@@ -11,13 +11,15 @@ same sizes from here; only the training machinery differs.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
 import random
+import statistics
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,7 @@ __all__ = [
     "training_result",
     "stack_predictions",
     "predict_result",
+    "predict_rounds",
     "MLP",
     "TokenTagger",
     "TinyTransformer",
@@ -77,9 +80,10 @@ class Metric:
         ratio_to: Another key of the same implementation's result to divide by,
             instead of raw's figure (e.g. the async stall over the synchronous save).
         by_turn: The ratio to raw compares the turns of an interleaved run one by one
-            (``<key>_turns`` of the results, see `Clock.turns`): each repeat's ratio is
-            the median of the per-turn ratios. Only for figures whose every step does
-            the same work: a median over turns leaves out a periodic cost (a save, a log).
+            (``<key>_turns`` of the results, see `Clock.turns` and `predict_rounds`):
+            each repeat's ratio is the median of the per-turn ratios. Only for figures
+            whose every step (or round) does the same work: a median over turns leaves
+            out a periodic cost (a save, a log).
     """
 
     workload: str
@@ -115,9 +119,9 @@ METRICS: list[Metric] = [
     Metric("mlp", "e2e_s", "construction + train() end to end", 1.2),
     Metric("mlp", "first_step_s", "train() call to end of first step", 2.0),
     Metric("transformer", "step_s", "small transformer step", 1.02, unit="ms", by_turn=True),
-    Metric("predict_fixed", "predict_s", "predict, fixed size: time", 1.1),
+    Metric("predict_fixed", "predict_s", "predict, fixed size: time", 1.1, by_turn=True),
     Metric("predict_fixed", "rss_mb", "predict, fixed size: peak RSS growth", 1.1, unit="MB"),
-    Metric("predict_varlen", "predict_s", "predict, variable length: time", 1.1),
+    Metric("predict_varlen", "predict_s", "predict, variable length: time", 1.1, by_turn=True),
     Metric("predict_varlen", "rss_mb", "predict, variable length: peak RSS growth", 1.1, unit="MB"),
     Metric("checkpoint", "save_s", "checkpoint save", 1.2),
     Metric("checkpoint", "load_s", "checkpoint load to first resumed step", 1.2),
@@ -145,10 +149,10 @@ _FULL: dict[str, dict[str, Any]] = {
         "layers": 4,
         "seq_len": 128,
         "batch_size": 8,
-        "steps": 30,
+        "steps": 63,
         "warm": 3,
     },
-    "predict_fixed": {"n": 20000, "n_in": 32, "n_out": 1000, "batch_size": 500},
+    "predict_fixed": {"n": 20000, "n_in": 32, "n_out": 1000, "batch_size": 500, "rounds": 7},
     "predict_varlen": {
         "n": 4000,
         "vocab": 1000,
@@ -157,6 +161,7 @@ _FULL: dict[str, dict[str, Any]] = {
         "min_len": 8,
         "max_len": 128,
         "batch_size": 64,
+        "rounds": 7,
     },
     "checkpoint": {"width": 1024, "blocks": 16, "batch_size": 4, "saves": 3},
     "resume": {"n_in": 16, "hidden": 32, "n_out": 4, "batch_size": 8, "batches": 10000, "resume_at": 9000},
@@ -167,8 +172,8 @@ _QUICK: dict[str, dict[str, Any]] = {
     "mlp": {"steps": 60, "warm": 10},
     "mlp_default": {"steps": 50, "warm": 5, "logging_steps": 10, "save_steps": 20},
     "transformer": {"d_model": 64, "layers": 2, "seq_len": 32, "steps": 4, "warm": 1},
-    "predict_fixed": {"n": 2000, "n_out": 100, "batch_size": 100},
-    "predict_varlen": {"n": 400, "max_len": 48, "batch_size": 32},
+    "predict_fixed": {"n": 2000, "n_out": 100, "batch_size": 100, "rounds": 2},
+    "predict_varlen": {"n": 400, "max_len": 48, "batch_size": 32, "rounds": 2},
     "checkpoint": {"width": 256, "blocks": 4, "saves": 2},
     "resume": {"batches": 200, "resume_at": 180},
 }
@@ -176,10 +181,17 @@ _QUICK: dict[str, dict[str, Any]] = {
 
 #: The workloads run as interleaved groups (see `Baton`), with the steps per turn of a
 #: measured window: about 25 ms of the tiny MLP (this machine's speed changes within a
-#: tenth of a second, so turns are short), 1 s of the transformer. (Not the checkpoint
-#: workload: the kernel would write back one implementation's unsynced files during
-#: another's turn.)
-INTERLEAVE_BLOCKS: dict[str, int] = {"mlp": 20, "mlp_default": 20, "transformer": 3}
+#: tenth of a second, so turns are short), one step (about 0.25 s) of the transformer,
+#: and for the prediction workloads the rounds (whole ``predict`` calls) per turn, see
+#: `predict_rounds`. (Not the checkpoint workload: the kernel would write back one
+#: implementation's unsynced files during another's turn.)
+INTERLEAVE_BLOCKS: dict[str, int] = {
+    "mlp": 20,
+    "mlp_default": 20,
+    "transformer": 1,
+    "predict_fixed": 1,
+    "predict_varlen": 1,
+}
 
 
 def config_for(workload: str, quick: bool) -> dict[str, Any]:
@@ -569,6 +581,44 @@ def predict_result(seconds: float, mem: PeakRSS, preds: Any) -> dict[str, Any]:
         "shape": list(preds.shape),
         "digest": tensor_digest(torch.from_numpy(preds)),
     }
+
+
+def predict_rounds(call: Callable[[], Any], rounds: int = 1) -> dict[str, Any]:
+    """Time ``call`` (one whole prediction, returning the predictions as a numpy array)
+    ``rounds`` times in this process and return the workload's record.
+
+    The first round runs under `PeakRSS` (the memory figure) and gives the shape and the
+    digest. ``predict_s`` is the median of the rounds (``first_predict_s`` the first one,
+    ``predict_s_rounds`` all of them). With a baton in use (an interleaved group) the
+    turn is handed on every ``baton.block`` rounds and ``predict_s_turns`` holds each
+    turn's mean round, which the harness compares turn by turn with raw's.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    baton = _BATON
+    times: list[float] = []
+    gc.collect()
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        preds = call()
+        times.append(time.perf_counter() - start)
+    record = predict_result(times[0], mem, preds)
+    del preds
+    for i in range(1, rounds):
+        if baton is not None and i % baton.block == 0:
+            baton.wait_turn()
+        gc.collect()
+        start = time.perf_counter()
+        preds = call()
+        times.append(time.perf_counter() - start)
+        del preds
+    record["first_predict_s"] = times[0]
+    record["predict_s"] = statistics.median(times)
+    record["predict_s_rounds"] = times
+    if baton is not None:
+        b = baton.block
+        record["predict_s_turns"] = [statistics.fmean(times[i : i + b]) for i in range(0, rounds, b)]
+    return record
 
 
 def state_digest(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str:

@@ -293,18 +293,17 @@ def test_batches_group_one_repeat_of_a_step_workload_only_when_interleaving():
     shape = [[(j.repeat, j.workloads[0], j.impl) for j in b] for b in batches]
     assert shape == [
         [(0, "mlp", "raw"), (0, "mlp", "toolkit")],
-        [(0, "predict_fixed", "raw")],
-        [(0, "predict_fixed", "toolkit")],
+        [(0, "predict_fixed", "raw"), (0, "predict_fixed", "toolkit")],
         [(0, "checkpoint", "raw")],
         [(0, "checkpoint", "toolkit")],
         [(1, "mlp", "toolkit"), (1, "mlp", "raw")],
-        [(1, "predict_fixed", "toolkit")],
-        [(1, "predict_fixed", "raw")],
+        [(1, "predict_fixed", "toolkit"), (1, "predict_fixed", "raw")],
         [(1, "checkpoint", "toolkit")],
         [(1, "checkpoint", "raw")],
     ]
     assert all(len(b) == 1 for b in bench._batches(jobs, interleave=False))
-    assert set(W.INTERLEAVE_BLOCKS) <= set(bench.TRAINING)
+    assert set(W.INTERLEAVE_BLOCKS) <= set(bench.TRAINING) | set(bench.PREDICT)
+    assert "checkpoint" not in W.INTERLEAVE_BLOCKS and "resume" not in W.INTERLEAVE_BLOCKS
 
 
 def test_clock_hands_the_turn_on_and_leaves_the_wait_out():
@@ -350,6 +349,58 @@ def test_clock_hands_the_turn_on_and_leaves_the_wait_out():
     assert clock.to_first_step() < 0.05
     with pytest.raises(ValueError, match="block"):
         W.Baton(0, 1, block=0)
+
+
+def test_predict_rounds_times_each_call_and_hands_the_turn_on_between_rounds():
+    import threading
+    import time
+
+    import numpy as np
+
+    calls: list[float] = []
+
+    def predict() -> np.ndarray:
+        calls.append(time.perf_counter())
+        time.sleep(0.02 if len(calls) == 1 else 0.005)  # a slow first call
+        return np.arange(6, dtype=np.float32).reshape(2, 3)
+
+    alone = W.predict_rounds(predict, rounds=3)
+    assert len(calls) == 3 and "predict_s_turns" not in alone
+    assert alone["first_predict_s"] >= 0.02 and len(alone["predict_s_rounds"]) == 3
+    assert alone["predict_s"] == sorted(alone["predict_s_rounds"])[1] < 0.02  # the median
+    assert alone["shape"] == [2, 3] and alone["rss_mb"] >= 0
+    with pytest.raises(ValueError, match="rounds"):
+        W.predict_rounds(predict, rounds=0)
+
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    waits: list[int] = []
+
+    def harness() -> None:  # each turn given back after 50 ms
+        while os.read(from_r, 1) == b".":
+            waits.append(len(calls))
+            time.sleep(0.05)
+            os.write(to_w, b"g")
+
+    thread = threading.Thread(target=harness)
+    thread.start()
+    W.use_baton(W.Baton(to_r, from_w, block=2))
+    try:
+        calls.clear()
+        grouped = W.predict_rounds(predict, rounds=5)
+    finally:
+        W.use_baton(None)
+        os.close(from_w)
+        thread.join(timeout=10)
+        for fd in (to_r, to_w, from_r):
+            os.close(fd)
+    assert waits == [2, 4]  # the turn handed on after rounds 2 and 4
+    rounds = grouped["predict_s_rounds"]
+    assert len(rounds) == 5 and max(rounds) < 0.05  # the waits are in no round
+    assert grouped["predict_s_turns"] == pytest.approx(
+        [(rounds[0] + rounds[1]) / 2, (rounds[2] + rounds[3]) / 2, rounds[4]]
+    )
+    assert grouped["digest"] == alone["digest"]
 
 
 @pytest.mark.slow
