@@ -429,9 +429,11 @@ class RunCheckpointer:
             io.wait()
 
     def finish(self) -> None:
-        """End of training: wait for background saves, rotate once more, and exit after a
-        preemption save."""
-        self.wait()
+        """End of training: wait for background saves (and free their snapshot buffers, as
+        large as the state saved), rotate once more, and exit after a preemption save."""
+        io = self.manager.io
+        if isinstance(io, AsyncCheckpointIO):
+            io.release_buffers()
         hub = getattr(self.trainer, "hub_sync", None)
         if hub is not None:  # pushes still running finish now; their errors surface here
             hub.wait()

@@ -221,6 +221,12 @@ def test_async_saves_reuse_one_set_of_buffers_and_write_what_was_copied(tmp_path
             weight.add_(1.0)  # right after save() returns, as training does
         io.wait()
         assert len(io._free_buffers) == 1
+        io.release_buffers()  # freed; the worker goes on and the next save allocates anew
+        assert io._free_buffers == []
+        io.save({"model.safetensors": {"w": weight}}, str(tmp_path / "checkpoint-3"))
+        io.wait()
+        assert len(io._free_buffers) == 1
+    assert torch.equal(FsspecCheckpointIO().load(str(tmp_path / "checkpoint-3"))["model.safetensors"]["w"], weight)
     for step in range(3):
         loaded = FsspecCheckpointIO().load(str(tmp_path / f"checkpoint-{step}"))
         assert torch.equal(loaded["model.safetensors"]["w"], weight - 3.0 + step)

@@ -277,3 +277,5 @@ def test_async_saves_allocate_their_buffers_before_the_first_save(h, tmp_path, m
     assert during and all(shape in ((), rng) for shape in during)  # step counters, the RNG state
     saved = FsspecCheckpointIO().load(str(tmp_path / f"checkpoint-{MAX_STEPS}"))["model.safetensors"]
     assert torch.equal(saved["lin.weight"], trainer.model.lin.weight.detach())
+    # train() returns with the snapshot buffers (the size of the saved state) freed
+    assert trainer.checkpointer.manager.io._free_buffers == []

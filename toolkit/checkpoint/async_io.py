@@ -595,6 +595,17 @@ class AsyncCheckpointIO(CheckpointIO):
         self._stop_preparing()
         self._worker.wait()
 
+    def release_buffers(self) -> None:
+        """Wait for pending saves, then free the snapshot buffers kept for reuse (about
+        the size of the state saved); the next save allocates new ones. The worker stays.
+
+        Raises:
+            Exception: The first unreported failure of a background save.
+        """
+        self.wait()
+        with self._buffers_lock:
+            self._free_buffers.clear()
+
     def close(self) -> None:
         """Wait for pending saves, then stop the worker and free the snapshot buffers;
         calling it again does nothing.
