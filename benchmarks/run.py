@@ -70,11 +70,12 @@ TRAINING = ("mlp", "mlp_default", "transformer")
 PREDICT = ("predict_fixed", "predict_varlen")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Workloads run this many times ``--repeats``: their processes are cheap (about 20 s a
-#: group for the tiny MLP, 3 s a process for resume), the tiny-MLP step differs by
-#: several percent from one process to another, and a resume's first step takes about
-#: 10 ms, which one slow moment of the machine doubles.
-REPEAT_FACTORS = {"mlp": 3, "mlp_default": 3, "resume": 3}
+#: Workloads run this many times ``--repeats``: a figure that differs by a few percent
+#: from one process to another for reasons of the process (where its memory landed,
+#: how often it faults pages in), not of the implementation, needs more processes: the
+#: tiny-MLP step, the transformer step (the same operators, counted by the profiler,
+#: in every implementation), a resume's 10 ms first step and the checkpoint timings.
+REPEAT_FACTORS = {"mlp": 3, "mlp_default": 3, "transformer": 3, "checkpoint": 3, "resume": 3}
 
 #: Workloads whose workers are never pinned: toolkit's checkpoint IO uses helper threads.
 UNPINNED = {"checkpoint"}

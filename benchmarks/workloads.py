@@ -149,7 +149,7 @@ _FULL: dict[str, dict[str, Any]] = {
         "layers": 4,
         "seq_len": 128,
         "batch_size": 8,
-        "steps": 63,
+        "steps": 43,
         "warm": 3,
     },
     "predict_fixed": {"n": 20000, "n_in": 32, "n_out": 1000, "batch_size": 500, "rounds": 7},
