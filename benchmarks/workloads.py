@@ -11,6 +11,7 @@ same sizes from here; only the training machinery differs.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -597,20 +598,17 @@ def predict_rounds(call: Callable[[], Any], rounds: int = 1) -> dict[str, Any]:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     baton = _BATON
     times: list[float] = []
-    gc.collect()
-    with PeakRSS() as mem:
-        start = time.perf_counter()
-        preds = call()
-        times.append(time.perf_counter() - start)
-    record = predict_result(times[0], mem, preds)
-    del preds
-    for i in range(1, rounds):
-        if baton is not None and i % baton.block == 0:
+    record: dict[str, Any] = {}
+    for i in range(rounds):
+        if i and baton is not None and i % baton.block == 0:
             baton.wait_turn()
         gc.collect()
-        start = time.perf_counter()
-        preds = call()
-        times.append(time.perf_counter() - start)
+        with PeakRSS() if i == 0 else contextlib.nullcontext() as mem:
+            start = time.perf_counter()
+            preds = call()
+            times.append(time.perf_counter() - start)
+        if i == 0:
+            record = predict_result(times[0], mem, preds)
         del preds
     record["first_predict_s"] = times[0]
     record["predict_s"] = statistics.median(times)

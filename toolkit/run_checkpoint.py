@@ -422,18 +422,20 @@ class RunCheckpointer:
             _load_weights(t, weights, best)
         logger.info("Loaded the best model from %s (score %s).", best, t.state.best_metric)
 
-    def wait(self) -> None:
-        """Block until background checkpoint writes finish; re-raise their errors."""
+    def wait(self, release: bool = False) -> None:
+        """Block until background checkpoint writes finish; re-raise their errors.
+        ``release``: also free the snapshot buffers (as large as the state saved)."""
         io = self.manager.io
         if isinstance(io, AsyncCheckpointIO):
-            io.wait()
+            if release:
+                io.release_buffers()
+            else:
+                io.wait()
 
     def finish(self) -> None:
         """End of training: wait for background saves (and free their snapshot buffers, as
         large as the state saved), rotate once more, and exit after a preemption save."""
-        io = self.manager.io
-        if isinstance(io, AsyncCheckpointIO):
-            io.release_buffers()
+        self.wait(release=True)
         hub = getattr(self.trainer, "hub_sync", None)
         if hub is not None:  # pushes still running finish now; their errors surface here
             hub.wait()
